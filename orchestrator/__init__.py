@@ -1,0 +1,70 @@
+"""compression-orchestrator: search per-layer pruning and quantization plans, measured for real.
+
+Importing this package loads no plugin and does not import torch; both happen when asked.
+"""
+
+from __future__ import annotations
+
+from orchestrator.components import (
+    Component,
+    ComponentOptions,
+    Distiller,
+    Pruner,
+    Quantizer,
+    RecoveryMonitor,
+    RecoveryStopped,
+    SamplerFactory,
+    Scorer,
+    Scores,
+)
+from orchestrator.errors import (
+    DuplicateComponentError,
+    MissingExtraError,
+    OrchestratorError,
+    PlanError,
+    PluginLoadError,
+    PolicyError,
+    UnknownComponentError,
+)
+from orchestrator.hookspecs import hookimpl, hookspec
+from orchestrator.plan import CompressionPlan, LayerDecision
+from orchestrator.policy import Policy, load_policy, parse_policy, policy_json_schema
+from orchestrator.registry import ComponentRegistry, PluginRegistry, load_registry
+from orchestrator.task import Batch, Task, cache_dir
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "Component",
+    "ComponentOptions",
+    "ComponentRegistry",
+    "CompressionPlan",
+    "Distiller",
+    "DuplicateComponentError",
+    "LayerDecision",
+    "MissingExtraError",
+    "OrchestratorError",
+    "PlanError",
+    "PluginLoadError",
+    "PluginRegistry",
+    "Policy",
+    "PolicyError",
+    "Pruner",
+    "Quantizer",
+    "RecoveryMonitor",
+    "RecoveryStopped",
+    "SamplerFactory",
+    "Scorer",
+    "Scores",
+    "Task",
+    "UnknownComponentError",
+    "__version__",
+    "cache_dir",
+    "hookimpl",
+    "hookspec",
+    "load_policy",
+    "load_registry",
+    "parse_policy",
+    "policy_json_schema",
+]

@@ -1,0 +1,227 @@
+"""Apply one plan to one model: prune → distill → quantize → measure."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.artifact import load_artifact, save_artifact
+from orchestrator.components import (
+    Distiller,
+    Pruner,
+    Quantizer,
+    RecoveryMonitor,
+    Scorer,
+    Scores,
+)
+from orchestrator.errors import PlanError
+from orchestrator.layers import compressible_layers
+from orchestrator.measure import (
+    compare_latency,
+    count_macs_params,
+    latency_metrics,
+    load_average,
+    theoretical_bytes,
+)
+from orchestrator.plan import CompressionPlan
+from orchestrator.policy import MeasureSpec, Policy
+from orchestrator.task import Task
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from orchestrator.registry import PluginRegistry
+
+__all__ = ["Baseline", "Compressed", "Pipeline", "apply_policy"]
+
+
+@dataclass
+class Baseline:
+    """The uncompressed model and its metrics, computed once and shared by every plan."""
+
+    model: nn.Module
+    metrics: dict[str, float]
+    artifact: Path
+    scores: Scores | None = None
+
+
+@dataclass
+class Compressed:
+    """A plan applied: the model, its metrics and where its artifact is."""
+
+    plan: CompressionPlan
+    model: nn.Module
+    metrics: dict[str, float]
+    artifact: Path | None = None
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Pipeline:
+    """The components of one policy, ready to apply plans to the task's model."""
+
+    task: Task[Any]
+    pruner: Pruner[Any] | None = None
+    distiller: Distiller[Any] | None = None
+    quantizer: Quantizer[Any] | None = None
+    scorer: Scorer[Any] | None = None
+    measure: MeasureSpec = field(default_factory=MeasureSpec)
+    seed: int = 0
+
+    @classmethod
+    def from_policy(cls, policy: Policy, registry: PluginRegistry) -> Pipeline:
+        policy.check_components(registry.components)
+        comps = registry.components
+        made: dict[str, Any] = {}
+        for kind, spec in policy.pipeline.steps():
+            made[kind] = comps.create(kind, spec.name, spec.options)
+        task = comps.create("task", policy.task.name, policy.task.options)
+        assert isinstance(task, Task)
+        return cls(task=task, measure=policy.measure, seed=policy.seed, **made)
+
+    # -- baseline -----------------------------------------------------------------------------------
+    def baseline(self, workdir: Path) -> Baseline:
+        """Build and measure the baseline (params, MACs, metric, artifact size)."""
+        model = self.task.build_model().eval()
+        metrics = dict(self.task.evaluate(model))
+        macs, params = count_macs_params(model, self.task.example_inputs())
+        artifact = workdir / "baseline.pt"
+        size = save_artifact(model, self.task.example_inputs(2), artifact)
+        metrics.update(macs=macs, params=params, size_bytes=size, theoretical_bytes=4 * params)
+        return Baseline(model=model, metrics=metrics, artifact=artifact)
+
+    def scores(self, baseline: Baseline) -> Scores | None:
+        """The scorer's result on the baseline (computed once)."""
+        if self.scorer is None:
+            return None
+        if baseline.scores is None:
+            layers = list(compressible_layers(baseline.model))
+            baseline.scores = self.scorer.score(copy.deepcopy(baseline.model), self.task, layers)
+        return baseline.scores
+
+    # -- one plan -------------------------------------------------------------------------------------
+    def check_plan(self, plan: CompressionPlan, model: nn.Module) -> None:
+        """Refuse a plan this pipeline cannot carry out, before any work."""
+        plan.check_layers(compressible_layers(model))
+        if (plan.prune_ratios() or plan.dropped()) and self.pruner is None:
+            raise PlanError("the plan prunes layers but the policy has no pipeline.pruner")
+        if plan.dropped() and self.pruner is not None and not self.pruner.handles_drop:
+            raise PlanError(
+                f"pruner '{self.pruner.name}' cannot drop layers ({', '.join(plan.dropped())})"
+            )
+        bits = plan.bits()
+        if bits and self.quantizer is None:
+            raise PlanError("the plan sets bits but the policy has no pipeline.quantizer")
+        if self.quantizer is not None:
+            supported = self.quantizer.supported_bits
+            for name, b in bits.items():
+                if b not in supported:
+                    raise PlanError(
+                        f"quantizer '{self.quantizer.name}' cannot quantize layer '{name}' to "
+                        f"{b} bits; it supports {sorted(supported)} (32 = float)",
+                        field=f"plan.layers.{name}.bits",
+                    )
+
+    def prune(self, plan: CompressionPlan, baseline: Baseline) -> nn.Module:
+        """A pruned copy of the baseline (a plain copy if the plan prunes nothing)."""
+        self.check_plan(plan, baseline.model)
+        student = copy.deepcopy(baseline.model)
+        if self.pruner is not None and (plan.prune_ratios() or plan.dropped()):
+            student = self.pruner.prune(student, plan, self.task, scores=self.scores(baseline))
+        return student.eval()
+
+    def compress(
+        self,
+        plan: CompressionPlan,
+        baseline: Baseline,
+        *,
+        monitor: RecoveryMonitor | None = None,
+    ) -> Compressed:
+        """Prune, recover and quantize a copy of the baseline; evaluate it and count its cost."""
+        import torch
+
+        student = self.prune(plan, baseline)
+        macs, params = count_macs_params(student, self.task.example_inputs())
+        if self.distiller is not None and not plan.is_identity:
+            torch.manual_seed(self.seed)
+            student = self.distiller.distill(student, baseline.model, self.task, monitor=monitor)
+        student.eval()
+        model = student
+        bits = plan.bits()
+        if bits and self.quantizer is not None:
+            model = self.quantizer.quantize(student, plan, self.task).eval()
+        metrics = dict(self.task.evaluate(model))
+        for key, value in metrics.items():
+            if not math.isfinite(value):
+                raise FloatingPointError(f"metric '{key}' is {value}")
+        metrics.update(
+            macs=macs,
+            params=params,
+            theoretical_bytes=theoretical_bytes(student, bits),
+        )
+        layers = {
+            name: {
+                "type": type(module).__name__,
+                "prune_ratio": plan.decision(name).prune_ratio,
+                "bits": bits.get(name, 32),
+                "drop": plan.decision(name).drop,
+            }
+            for name, module in compressible_layers(baseline.model).items()
+        }
+        return Compressed(plan=plan, model=model, metrics=metrics, layers=layers)
+
+    def finish(self, result: Compressed, baseline: Baseline, out_dir: Path) -> Compressed:
+        """Save the artifact and measure its size and (interleaved with the baseline) its latency."""
+        artifact = out_dir / "model.pt"
+        result.metrics["size_bytes"] = save_artifact(
+            result.model, self.task.example_inputs(2), artifact
+        )
+        result.artifact = artifact
+        if self.measure.latency:
+            lat = compare_latency(
+                {"baseline": load_artifact(baseline.artifact), "compressed": load_artifact(artifact)},
+                self.task.example_inputs,
+                self.measure,
+            )
+            baseline.metrics.update(latency_metrics(lat["baseline"]))
+            result.metrics.update(latency_metrics(lat["compressed"]))
+            result.metrics["load_average"] = baseline.metrics["load_average"] = load_average()
+        return result
+
+
+def ratios(compressed: Mapping[str, float], baseline: Mapping[str, float]) -> dict[str, float]:
+    """``compressed / baseline`` for the cost metrics both have (``*_ratio``)."""
+    out: dict[str, float] = {}
+    for key, value in compressed.items():
+        if key.startswith(("macs", "params", "size_bytes", "latency_ms")) and baseline.get(key):
+            out[f"{key}_ratio"] = value / baseline[key]
+    return out
+
+
+def apply_policy(policy: Policy, registry: PluginRegistry, out_dir: Path) -> dict[str, Any]:
+    """Apply the policy's fixed plan; write ``plan.yaml``, ``model.pt`` and ``metrics.json``."""
+    if policy.plan is None:
+        raise policy.error("this policy has no 'plan:' to apply", ("plan",))
+    pipeline = Pipeline.from_policy(policy, registry)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    baseline = pipeline.baseline(out_dir)
+    result = pipeline.finish(pipeline.compress(policy.plan, baseline), baseline, out_dir)
+    (out_dir / "plan.yaml").write_text(policy.to_yaml(), encoding="utf-8")
+    report: dict[str, Any] = {
+        "task": policy.task.name,
+        "metric": pipeline.task.metric,
+        "baseline": baseline.metrics,
+        "compressed": result.metrics,
+        "ratios": ratios(result.metrics, baseline.metrics),
+        "layers": result.layers,
+        "artifact": str(result.artifact),
+        "measure": policy.measure.model_dump(),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    baseline.artifact.unlink(missing_ok=True)
+    return report

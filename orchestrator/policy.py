@@ -1,0 +1,284 @@
+"""Policy files: a strict, versioned schema, loaded from YAML with errors that name file, line and field."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from orchestrator.errors import PolicyError, UnknownComponentError, location
+from orchestrator.plan import CompressionPlan
+
+if TYPE_CHECKING:
+    from orchestrator.components import ComponentKind
+    from orchestrator.registry import ComponentRegistry
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ComponentSpec",
+    "MeasureSpec",
+    "PipelineSpec",
+    "Policy",
+    "load_policy",
+    "parse_policy",
+    "policy_json_schema",
+]
+
+SCHEMA_VERSION = 1
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComponentSpec(StrictModel):
+    """A component by registered name, with its options (validated by the component's ``Options``).
+
+    ``pruner: torch-pruning`` is shorthand for ``pruner: {name: torch-pruning}``.
+    """
+
+    name: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+
+class PipelineSpec(StrictModel):
+    """Which component does each step. A missing step is skipped."""
+
+    scorer: ComponentSpec | None = None
+    pruner: ComponentSpec | None = None
+    distiller: ComponentSpec | None = None
+    quantizer: ComponentSpec | None = None
+
+    def steps(self) -> list[tuple[ComponentKind, ComponentSpec]]:
+        kinds: tuple[ComponentKind, ...] = ("scorer", "pruner", "distiller", "quantizer")
+        return [(k, s) for k in kinds if (s := getattr(self, k)) is not None]
+
+
+class MeasureSpec(StrictModel):
+    """How latency is measured: batch sizes, a fixed thread count, interleaved rounds."""
+
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
+    threads: int = Field(default=1, ge=1)
+    rounds: int = Field(default=7, ge=3)
+    warmup: int = Field(default=3, ge=0)
+    min_round_ms: float = Field(default=20.0, gt=0)
+    latency: bool = True
+
+    @model_validator(mode="after")
+    def _positive_batches(self) -> MeasureSpec:
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError("batch_sizes must be positive")
+        return self
+
+
+class Policy(StrictModel):
+    """A policy file: the task, the pipeline and either a fixed plan or a search."""
+
+    schema_version: Literal[1] = Field(
+        description="Version of this schema; policies written for another version are refused."
+    )
+    task: ComponentSpec
+    pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
+    plan: CompressionPlan | None = None
+    measure: MeasureSpec = Field(default_factory=MeasureSpec)
+    seed: int = 0
+
+    _path: Path | None = PrivateAttr(default=None)
+    _root: yaml.Node | None = PrivateAttr(default=None)
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def line_of(self, loc: Sequence[str | int]) -> int | None:
+        """1-based line of the field at ``loc`` in the source file (or of its closest parent)."""
+        return _line_of(self._root, loc)
+
+    def error(self, message: str, loc: Sequence[str | int]) -> PolicyError:
+        """A :class:`PolicyError` pointing at ``loc`` in this policy's file."""
+        return PolicyError(
+            message, path=self._path, line=self.line_of(loc), field=".".join(map(str, loc))
+        )
+
+    def check_components(self, registry: ComponentRegistry) -> None:
+        """Check that every named component exists and that its options are valid."""
+        entries: list[tuple[ComponentKind, ComponentSpec, tuple[str, ...]]] = [
+            ("task", self.task, ("task",))
+        ]
+        entries += [(k, s, ("pipeline", k)) for k, s in self.pipeline.steps()]
+        for kind, spec, loc in entries:
+            try:
+                cls = registry.get(kind, spec.name)
+            except UnknownComponentError as exc:
+                field = (*loc, "name")
+                where = location(self._path, self.line_of(field), ".".join(field))
+                raise exc.with_location(where) from None
+            try:
+                cls.Options.model_validate(spec.options)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field_loc = (*loc, "options", *[p for p in first["loc"] if isinstance(p, str | int)])
+                raise self.error(
+                    _message(first, cls.Options.model_fields), field_loc
+                ) from None
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude_none=True)
+        if self.plan is not None:
+            data["plan"] = self.plan.to_dict()
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON schema of policy files."""
+    schema = Policy.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "compression-orchestrator policy"
+    return schema
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file. Errors are :class:`PolicyError` naming file, line and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy: {exc.strerror or exc}", path=path) from exc
+    return parse_policy(text, path=path)
+
+
+def parse_policy(text: str, *, path: str | Path | None = None) -> Policy:
+    """Validate a policy given as YAML text (``path`` is used in error messages)."""
+    shown = Path(path) if path is not None else Path("<policy>")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(f"invalid YAML: {problem}", path=shown, line=line) from exc
+    if not isinstance(data, Mapping):
+        raise PolicyError(
+            "a policy is a YAML mapping (keys such as schema_version, task, pipeline, plan)",
+            path=shown,
+            line=1,
+        )
+    if "schema_version" in data and data["schema_version"] != SCHEMA_VERSION:
+        raise PolicyError(
+            f"schema_version {data['schema_version']!r} is not supported; this version of "
+            f"compression-orchestrator reads schema_version {SCHEMA_VERSION}",
+            path=shown,
+            line=_line_of(root, ("schema_version",)),
+            field="schema_version",
+        )
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [p for p in first["loc"] if isinstance(p, str | int)]
+        loc = _known_prefix(root, loc) if first["type"] != "extra_forbidden" else loc
+        raise PolicyError(
+            _message(first, _fields_at(Policy, loc[:-1])),
+            path=shown,
+            line=_line_of(root, loc),
+            field=".".join(map(str, loc)) or "<root>",
+        ) from None
+    policy._path = Path(path) if path is not None else None
+    policy._root = root
+    return policy
+
+
+def _message(error: Mapping[str, Any], siblings: Mapping[str, Any] | None) -> str:
+    msg = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        name = str(error["loc"][-1])
+        msg = f"unknown field '{name}'"
+        if siblings:
+            close = difflib.get_close_matches(name, list(siblings), n=1)
+            msg += f" (did you mean '{close[0]}'?)" if close else ""
+            msg += f"; allowed: {', '.join(siblings)}"
+    elif error["type"] == "missing":
+        msg = "required field is missing"
+    return msg
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> Mapping[str, Any] | None:
+    """The fields of the pydantic model found by following ``loc`` from ``model``."""
+    import typing
+
+    current: Any = model
+    for part in loc:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if current is None:
+            return None
+    return dict(current.model_fields)
+
+
+def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if str(k.value) == str(key):
+                return v
+    elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+        return node.value[key]
+    return None
+
+
+def _key_node(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for k, _ in node.value:
+            if str(k.value) == str(key):
+                return k
+    return None
+
+
+def _known_prefix(root: yaml.Node | None, loc: Sequence[str | int]) -> list[str | int]:
+    """The longest prefix of ``loc`` that exists in the YAML document (plus a missing last key)."""
+    out: list[str | int] = []
+    node = root
+    for part in loc:
+        nxt = _child(node, part)
+        out.append(part)
+        if nxt is None:
+            break
+        node = nxt
+    return out
+
+
+def _line_of(root: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
+    if root is None:
+        return None
+    node: yaml.Node | None = root
+    line = root.start_mark.line + 1
+    for part in loc:
+        key = _key_node(node, part)
+        nxt = _child(node, part)
+        if key is not None:
+            line = key.start_mark.line + 1
+        elif nxt is not None:
+            line = nxt.start_mark.line + 1
+        if nxt is None:
+            break
+        node = nxt
+    return line
+
+
+def dump_schema_json() -> str:
+    return json.dumps(policy_json_schema(), indent=2)

@@ -1,0 +1,82 @@
+"""Task: what a user brings — a trained model, data and a metric."""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from orchestrator.components import Component, ComponentKind, OptionsT
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["Batch", "Task", "cache_dir"]
+
+#: One batch from a task's data: model inputs first, then targets. ``Task.inputs`` and ``Task.loss``
+#: say how a task's batches are read.
+Batch = tuple[Any, ...]
+
+
+def cache_dir() -> Path:
+    """Where trained baselines and other per-machine results are kept.
+
+    ``$ORCHESTRATOR_CACHE`` if set, else ``$XDG_CACHE_HOME/compression-orchestrator`` (``~/.cache/...``).
+    """
+    explicit = os.environ.get("ORCHESTRATOR_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "compression-orchestrator"
+
+
+class Task(Component[OptionsT]):
+    """A model to compress, its data and how to judge it.
+
+    Invariants: ``build_model`` returns a trained model in eval mode, identical on every call (cache it);
+    ``evaluate`` returns a dict holding at least ``metric`` and is deterministic for a given model.
+    """
+
+    kind: ClassVar[ComponentKind] = "task"
+    #: name of the primary metric in ``evaluate``'s result
+    metric: ClassVar[str] = "accuracy"
+    #: whether a larger primary metric is better
+    higher_is_better: ClassVar[bool] = True
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """The trained baseline, in eval mode (trained once and cached)."""
+
+    @abstractmethod
+    def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        """Inputs of the given batch size, as the model's forward takes them."""
+
+    @abstractmethod
+    def train_data(self) -> Iterable[Batch]:
+        """Training batches (one epoch per iteration)."""
+
+    @abstractmethod
+    def eval_data(self) -> Iterable[Batch]:
+        """Held-out batches the metric is computed on."""
+
+    def calibration_data(self, batches: int = 8) -> Iterator[Batch]:
+        """A few training batches for calibration (quantization observers, activation statistics)."""
+        return islice(iter(self.train_data()), batches)
+
+    def inputs(self, batch: Batch) -> tuple[Any, ...]:
+        """The model inputs of a batch (by default its first element)."""
+        return (batch[0],)
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Task loss of ``outputs`` on ``batch`` (by default cross-entropy against ``batch[1]``)."""
+        import torch.nn.functional as F  # noqa: N812
+
+        return F.cross_entropy(outputs, batch[1])
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Metrics of ``model`` on ``eval_data``; holds at least ``self.metric``."""

@@ -1,0 +1,193 @@
+"""Task ``digits-cnn``: scikit-learn's bundled 8x8 digits and a small CNN with BatchNorm.
+
+The baseline is trained once per set of options and cached on disk (see ``orchestrator.cache_dir``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
+
+from orchestrator import Batch, ComponentOptions, Task, cache_dir, hookimpl
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+_VERSION = 1  # bump when the model or the training recipe changes: it invalidates cached baselines
+
+
+class DigitsOptions(ComponentOptions):
+    #: channels of the three conv layers and the hidden linear layer
+    widths: tuple[int, int, int, int] = (32, 64, 128, 128)
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    seed: int = 0
+    #: share of the 1,797 images held out for evaluation
+    test_fraction: float = Field(default=0.25, gt=0, lt=1)
+
+
+def build_cnn(widths: tuple[int, int, int, int], classes: int = 10) -> nn.Module:
+    """conv-bn-relu x3 (two 2x2 pools) → linear-relu → linear, for 1x8x8 inputs."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    c1, c2, c3, hidden = widths
+    features = OrderedDict(
+        conv1=nn.Conv2d(1, c1, 3, padding=1),
+        bn1=nn.BatchNorm2d(c1),
+        relu1=nn.ReLU(),
+        conv2=nn.Conv2d(c1, c2, 3, padding=1),
+        bn2=nn.BatchNorm2d(c2),
+        relu2=nn.ReLU(),
+        pool2=nn.MaxPool2d(2),
+        conv3=nn.Conv2d(c2, c3, 3, padding=1),
+        bn3=nn.BatchNorm2d(c3),
+        relu3=nn.ReLU(),
+        pool3=nn.MaxPool2d(2),
+    )
+    classifier = OrderedDict(
+        flatten=nn.Flatten(),
+        fc1=nn.Linear(c3 * 4, hidden),
+        relu4=nn.ReLU(),
+        fc2=nn.Linear(hidden, classes),
+    )
+    return nn.Sequential(
+        OrderedDict(features=nn.Sequential(features), classifier=nn.Sequential(classifier))
+    )
+
+
+class DigitsCNN(Task[DigitsOptions]):
+    """8x8 handwritten digits (scikit-learn), a 4-layer CNN; metric: accuracy in percent."""
+
+    name: ClassVar[str] = "digits-cnn"
+    Options = DigitsOptions
+    metric: ClassVar[str] = "accuracy"
+    higher_is_better: ClassVar[bool] = True
+
+    @cached_property
+    def _splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        import numpy as np
+        import torch
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        x = (digits.images.astype(np.float32) / 16.0 - 0.5) / 0.5
+        x_tr, x_te, y_tr, y_te = train_test_split(
+            x,
+            digits.target,
+            test_size=self.options.test_fraction,
+            random_state=self.options.seed,
+            stratify=digits.target,
+        )
+        return (
+            torch.from_numpy(x_tr).unsqueeze(1),
+            torch.from_numpy(y_tr).long(),
+            torch.from_numpy(x_te).unsqueeze(1),
+            torch.from_numpy(y_te).long(),
+        )
+
+    def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        x_tr = self._splits[0]
+        reps = -(-batch_size // len(x_tr))
+        return (x_tr.repeat(reps, 1, 1, 1)[:batch_size].clone(),)
+
+    def train_data(self) -> _Shuffled:
+        return _Shuffled(self._splits[0], self._splits[1], self.options.batch_size, self.options.seed)
+
+    def eval_data(self) -> Iterable[Batch]:
+        x, y = self._splits[2], self._splits[3]
+        size = 256
+        return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        import torch
+
+        correct = total = 0
+        model.eval()
+        with torch.inference_mode():
+            for x, y in self.eval_data():
+                correct += int((model(x).argmax(dim=-1) == y).sum())
+                total += len(y)
+        return {"accuracy": 100.0 * correct / total}
+
+    def build_model(self) -> nn.Module:
+        import torch
+
+        model = build_cnn(self.options.widths)
+        path = self._cache_path()
+        if path.exists():
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.eval()
+        self._train(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)  # atomic: concurrent workers never read a half-written file
+        return model.eval()
+
+    def _cache_path(self) -> Path:
+        import torch
+
+        key = json.dumps(
+            {"v": _VERSION, "torch": torch.__version__, **self.options.model_dump(mode="json")},
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return cache_dir() / "baselines" / f"digits-cnn-{digest}.pt"
+
+    def _train(self, model: nn.Module) -> None:
+        import torch
+
+        torch.manual_seed(self.options.seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.options.lr)
+        data = self.train_data()
+        steps = self.options.epochs * len(data)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.options.lr, total_steps=steps)
+        for _ in range(self.options.epochs):
+            model.train()
+            for batch in data:
+                loss = self.loss(model(*self.inputs(batch)), batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+        model.eval()
+
+
+class _Shuffled:
+    """Mini-batches in a new (seeded) order each epoch."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> None:
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.epoch = 0
+
+    def __iter__(self) -> Any:
+        import torch
+
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.x), generator=gen)
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+
+@hookimpl
+def orchestrator_register(registry: Any) -> None:
+    registry.register(DigitsCNN)
