@@ -37,6 +37,6 @@ def load_artifact(path: str | Path) -> nn.Module:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        module = torch.jit.load(str(path), map_location="cpu")
+        module: nn.Module = torch.jit.load(str(path), map_location="cpu")
     module.eval()
     return module

@@ -74,7 +74,7 @@ class Component(ABC, Generic[OptionsT]):
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None = None) -> Component[Any]:
         """Build the component from a raw ``options:`` mapping (validated by ``Options``)."""
-        return cls(options=cls.Options.model_validate(dict(options or {})))
+        return cls(options=cls.Options.model_validate(dict(options or {})))  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(options={self.options!r})"
@@ -101,7 +101,7 @@ class Scorer(Component[OptionsT]):
     per_channel: ClassVar[bool] = False
 
     @abstractmethod
-    def score(self, model: nn.Module, task: Task, layers: Sequence[str]) -> Scores:
+    def score(self, model: nn.Module, task: Task[Any], layers: Sequence[str]) -> Scores:
         """Score ``layers`` (qualified module names) of ``model``; ``model`` is not modified."""
 
 
@@ -119,7 +119,7 @@ class Pruner(Component[OptionsT]):
         self,
         model: nn.Module,
         plan: CompressionPlan,
-        task: Task,
+        task: Task[Any],
         *,
         scores: Scores | None = None,
     ) -> nn.Module:
@@ -140,7 +140,7 @@ class Quantizer(Component[OptionsT]):
         return False
 
     @abstractmethod
-    def quantize(self, model: nn.Module, plan: CompressionPlan, task: Task) -> nn.Module:
+    def quantize(self, model: nn.Module, plan: CompressionPlan, task: Task[Any]) -> nn.Module:
         """Return the quantized model; layers whose bits are None or 32 stay float."""
 
 
@@ -168,7 +168,7 @@ class Distiller(Component[OptionsT]):
         self,
         student: nn.Module,
         teacher: nn.Module,
-        task: Task,
+        task: Task[Any],
         *,
         monitor: RecoveryMonitor | None = None,
     ) -> nn.Module:

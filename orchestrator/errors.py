@@ -6,8 +6,11 @@ command line returns for it: 2 for bad input (policy, plan, unknown names), 1 fo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
 
 __all__ = [
     "DuplicateComponentError",
@@ -114,6 +117,5 @@ class MissingExtraError(OrchestratorError, ImportError):
         self.module = module
         self.extra = extra
         super().__init__(
-            f"'{module}' is not installed; install it with: "
-            f"pip install 'compression-orchestrator[{extra}]'"
+            f"'{module}' is not installed; install it with: pip install 'compression-orchestrator[{extra}]'"
         )

@@ -28,9 +28,7 @@ def output_layers(model: nn.Module, example_inputs: tuple[object, ...]) -> list[
     layers = compressible_layers(model)
     produced: dict[int, str] = {}
     handles = [
-        module.register_forward_hook(
-            lambda _m, _i, out, name=name: produced.__setitem__(id(out), name)
-        )
+        module.register_forward_hook(lambda _m, _i, out, name=name: produced.__setitem__(id(out), name))
         for name, module in layers.items()
     ]
     try:

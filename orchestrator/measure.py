@@ -7,16 +7,18 @@ coefficient of variation over rounds, with the load average recorded beside them
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
     from torch import nn
 
     from orchestrator.policy import MeasureSpec
@@ -87,9 +89,7 @@ def compare_latency(
     with threads(spec.threads), torch.inference_mode():
         for batch in spec.batch_sizes:
             inputs = inputs_for(batch)
-            calls: dict[str, Callable[[], Any]] = {
-                n: (lambda m=models[n]: m(*inputs)) for n in names
-            }
+            calls = {n: functools.partial(models[n], *inputs) for n in names}
             per_round: dict[str, int] = {}
             for n in names:
                 for _ in range(spec.warmup):
@@ -125,9 +125,7 @@ def load_average() -> float:
         return 0.0
 
 
-def theoretical_bytes(
-    model: nn.Module, bits: Mapping[str, int]
-) -> int:
+def theoretical_bytes(model: nn.Module, bits: Mapping[str, int]) -> int:
     """Sum of parameters x bits / 8, with 32 bits for every parameter outside a quantized layer."""
     total = 0.0
     for name, module in model.named_modules():

@@ -5,20 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.artifact import load_artifact, save_artifact
-from orchestrator.components import (
-    Distiller,
-    Pruner,
-    Quantizer,
-    RecoveryMonitor,
-    Scorer,
-    Scores,
-)
 from orchestrator.errors import PlanError
 from orchestrator.layers import compressible_layers
 from orchestrator.measure import (
@@ -28,13 +18,24 @@ from orchestrator.measure import (
     load_average,
     theoretical_bytes,
 )
-from orchestrator.plan import CompressionPlan
 from orchestrator.policy import MeasureSpec, Policy
 from orchestrator.task import Task
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
     from torch import nn
 
+    from orchestrator.components import (
+        Distiller,
+        Pruner,
+        Quantizer,
+        RecoveryMonitor,
+        Scorer,
+        Scores,
+    )
+    from orchestrator.plan import CompressionPlan
     from orchestrator.registry import PluginRegistry
 
 __all__ = ["Baseline", "Compressed", "Pipeline", "apply_policy"]
@@ -111,9 +112,7 @@ class Pipeline:
         if (plan.prune_ratios() or plan.dropped()) and self.pruner is None:
             raise PlanError("the plan prunes layers but the policy has no pipeline.pruner")
         if plan.dropped() and self.pruner is not None and not self.pruner.handles_drop:
-            raise PlanError(
-                f"pruner '{self.pruner.name}' cannot drop layers ({', '.join(plan.dropped())})"
-            )
+            raise PlanError(f"pruner '{self.pruner.name}' cannot drop layers ({', '.join(plan.dropped())})")
         bits = plan.bits()
         if bits and self.quantizer is None:
             raise PlanError("the plan sets bits but the policy has no pipeline.quantizer")
@@ -178,13 +177,14 @@ class Pipeline:
     def finish(self, result: Compressed, baseline: Baseline, out_dir: Path) -> Compressed:
         """Save the artifact and measure its size and (interleaved with the baseline) its latency."""
         artifact = out_dir / "model.pt"
-        result.metrics["size_bytes"] = save_artifact(
-            result.model, self.task.example_inputs(2), artifact
-        )
+        result.metrics["size_bytes"] = save_artifact(result.model, self.task.example_inputs(2), artifact)
         result.artifact = artifact
         if self.measure.latency:
             lat = compare_latency(
-                {"baseline": load_artifact(baseline.artifact), "compressed": load_artifact(artifact)},
+                {
+                    "baseline": load_artifact(baseline.artifact),
+                    "compressed": load_artifact(artifact),
+                },
                 self.task.example_inputs,
                 self.measure,
             )

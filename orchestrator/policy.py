@@ -6,16 +6,16 @@ import difflib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from orchestrator.errors import PolicyError, UnknownComponentError, location
-from orchestrator.plan import CompressionPlan
 
 if TYPE_CHECKING:
     from orchestrator.components import ComponentKind
+    from orchestrator.plan import CompressionPlan
     from orchestrator.registry import ComponentRegistry
 
 __all__ = [
@@ -106,15 +106,11 @@ class Policy(StrictModel):
 
     def error(self, message: str, loc: Sequence[str | int]) -> PolicyError:
         """A :class:`PolicyError` pointing at ``loc`` in this policy's file."""
-        return PolicyError(
-            message, path=self._path, line=self.line_of(loc), field=".".join(map(str, loc))
-        )
+        return PolicyError(message, path=self._path, line=self.line_of(loc), field=".".join(map(str, loc)))
 
     def check_components(self, registry: ComponentRegistry) -> None:
         """Check that every named component exists and that its options are valid."""
-        entries: list[tuple[ComponentKind, ComponentSpec, tuple[str, ...]]] = [
-            ("task", self.task, ("task",))
-        ]
+        entries: list[tuple[ComponentKind, ComponentSpec, tuple[str, ...]]] = [("task", self.task, ("task",))]
         entries += [(k, s, ("pipeline", k)) for k, s in self.pipeline.steps()]
         for kind, spec, loc in entries:
             try:
@@ -127,10 +123,12 @@ class Policy(StrictModel):
                 cls.Options.model_validate(spec.options)
             except ValidationError as exc:
                 first = exc.errors()[0]
-                field_loc = (*loc, "options", *[p for p in first["loc"] if isinstance(p, str | int)])
-                raise self.error(
-                    _message(first, cls.Options.model_fields), field_loc
-                ) from None
+                field_loc = (
+                    *loc,
+                    "options",
+                    *[p for p in first["loc"] if isinstance(p, str | int)],
+                )
+                raise self.error(_message(first, cls.Options.model_fields), field_loc) from None
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -223,9 +221,7 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> Mapping[str,
         if field is None:
             return None
         candidates = [field.annotation, *typing.get_args(field.annotation)]
-        current = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
         if current is None:
             return None
     return dict(current.model_fields)
@@ -235,9 +231,9 @@ def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             if str(k.value) == str(key):
-                return v
+                return cast(yaml.Node, v)
     elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-        return node.value[key]
+        return cast(yaml.Node, node.value[key])
     return None
 
 
@@ -245,7 +241,7 @@ def _key_node(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for k, _ in node.value:
             if str(k.value) == str(key):
-                return k
+                return cast(yaml.Node, k)
     return None
 
 

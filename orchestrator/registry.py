@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
@@ -24,6 +23,9 @@ from orchestrator.errors import (
     PolicyError,
     UnknownComponentError,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "BLOCK_ENV",
@@ -127,9 +129,7 @@ class ComponentRegistry:
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
-            raise PolicyError(
-                f"{first['msg']} (options of {kind} '{name}')", field=field
-            ) from exc
+            raise PolicyError(f"{first['msg']} (options of {kind} '{name}')", field=field) from exc
 
 
 class PluginRegistry:

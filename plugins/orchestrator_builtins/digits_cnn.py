@@ -9,9 +9,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
@@ -19,6 +17,9 @@ from pydantic import Field
 from orchestrator import Batch, ComponentOptions, Task, cache_dir, hookimpl
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
+
     import torch
     from torch import nn
 
@@ -62,9 +63,7 @@ def build_cnn(widths: tuple[int, int, int, int], classes: int = 10) -> nn.Module
         relu4=nn.ReLU(),
         fc2=nn.Linear(hidden, classes),
     )
-    return nn.Sequential(
-        OrderedDict(features=nn.Sequential(features), classifier=nn.Sequential(classifier))
-    )
+    return nn.Sequential(OrderedDict(features=nn.Sequential(features), classifier=nn.Sequential(classifier)))
 
 
 class DigitsCNN(Task[DigitsOptions]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sized
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -44,7 +45,7 @@ class KDDistiller(Distiller[KDOptions]):
 
         opts = self.options
         data = task.train_data()
-        steps_per_epoch = len(data) if hasattr(data, "__len__") else sum(1 for _ in data)
+        steps_per_epoch = len(data) if isinstance(data, Sized) else sum(1 for _ in data)
         total = max(1, math.ceil(opts.epochs * steps_per_epoch))
         if opts.max_steps is not None:
             total = min(total, opts.max_steps)

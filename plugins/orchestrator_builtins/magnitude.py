@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from orchestrator import ComponentOptions, Scorer, Scores, Task, hookimpl
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class MagnitudeOptions(ComponentOptions):

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from orchestrator import CompressionPlan, ComponentOptions, PlanError, Quantizer, Task, hookimpl
+from orchestrator import ComponentOptions, CompressionPlan, PlanError, Quantizer, Task, hookimpl
 from orchestrator.layers import compressible_layers
 
 

@@ -12,8 +12,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from orchestrator import (
-    CompressionPlan,
     ComponentOptions,
+    CompressionPlan,
     PlanError,
     Pruner,
     Scores,

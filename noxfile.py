@@ -1,0 +1,44 @@
+"""Developer sessions: ``nox -s tests lint typecheck demo``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.default_venv_backend = "venv"
+
+TORCH = "torch==2.13.0"  # first, and pinned: any other torch pulls gigabytes of CUDA packages
+
+
+def _install(session: nox.Session, extras: str = "") -> None:
+    session.install(TORCH)
+    session.install("-c", "constraints.txt", "-e", f".{extras}")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (pass pytest arguments after --)."""
+    _install(session, "[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("-c", "constraints.txt", "ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package and the builtin plugins."""
+    _install(session, "[dev]")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's main job: a real search on the bundled digits task."""
+    _install(session)
+    session.run("orchestrate", "apply", "policies/digits-apply.yaml", "--out", "runs/digits-apply")

@@ -1,0 +1,102 @@
+"""`orchestrate apply` on the bundled digits task, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+
+from .conftest import POLICIES
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    out = tmp_path_factory.mktemp("apply")
+    result = CliRunner().invoke(app, ["apply", str(POLICIES / "digits-apply.yaml"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def test_apply_shrinks_the_model_and_keeps_accuracy(applied: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+    _, metrics = applied
+    base, comp = metrics["baseline"], metrics["compressed"]
+    for entry in (base, comp):
+        assert {"accuracy", "params", "macs", "size_bytes"} <= entry.keys()
+        for batch in (1, 64):
+            assert entry[f"latency_ms_b{batch}"] > 0
+            assert entry[f"latency_cv_b{batch}"] >= 0
+    assert comp["macs"] <= 0.55 * base["macs"]
+    assert comp["size_bytes"] <= 0.30 * base["size_bytes"]
+    assert comp["accuracy"] >= base["accuracy"] - 2.0
+    assert metrics["layers"]["features.conv1"]["bits"] == 8
+
+
+def test_saved_model_loads_in_a_fresh_process_with_the_same_accuracy(
+    applied: tuple[Path, dict],  # type: ignore[type-arg]
+) -> None:
+    out, metrics = applied
+    code = (
+        "import sys, json\n"
+        "from orchestrator import load_registry\n"
+        "from orchestrator.artifact import load_artifact\n"
+        "task = load_registry().components.create('task', 'digits-cnn')\n"
+        "print(json.dumps(task.evaluate(load_artifact(sys.argv[1]))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(out / "model.pt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    reloaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert reloaded["accuracy"] == pytest.approx(metrics["compressed"]["accuracy"], abs=1e-9)
+
+
+def test_written_plan_applies_again_to_the_same_size(
+    applied: tuple[Path, dict],  # type: ignore[type-arg]
+    tmp_path: Path,
+) -> None:
+    out, metrics = applied
+    result = CliRunner().invoke(
+        app,
+        [
+            "apply",
+            str(out / "plan.yaml"),
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    again = json.loads((tmp_path / "metrics.json").read_text())["compressed"]
+    assert again["macs"] == metrics["compressed"]["macs"]
+    assert again["accuracy"] == pytest.approx(metrics["compressed"]["accuracy"], abs=0.5)
+
+
+def test_plan_naming_a_missing_layer_exits_2(tmp_path: Path) -> None:
+    text = (POLICIES / "digits-apply.yaml").read_text().replace("features.conv3:", "features.conv9:")
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["apply", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "features.conv9" in result.output
+    assert "did you mean 'features.conv3'" in result.output
+
+
+def test_console_script_runs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            Path(sys.executable).with_name("orchestrate"),
+            "validate",
+            str(POLICIES / "digits-apply.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ok" in done.stdout
