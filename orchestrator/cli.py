@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -13,7 +14,6 @@ from orchestrator.errors import OrchestratorError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 app = typer.Typer(
     name="orchestrate",
@@ -109,6 +109,95 @@ def apply(
         report = apply_policy(loaded, _registry(), out)
     _print_comparison(report)
     typer.echo(f"wrote {out / 'plan.yaml'}, {out / 'model.pt'}, {out / 'metrics.json'}")
+
+
+@app.command()
+def search(
+    policy: Annotated[Path, typer.Argument(help="Policy with a 'search:' section.")],
+    budget: Annotated[
+        str | None,
+        typer.Option(help="Trials for the whole study (50) or wall time for this run (90s, 30m, 2h)."),
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the policy file's name).")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna storage URL (default: sqlite in the runs directory).")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where studies, summaries and plans go.")] = Path(
+        "orchestrate-runs"
+    ),
+    seed: Annotated[int | None, typer.Option(help="Sampler seed (default: the policy's seed).")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default: sqlite in the runs directory).")
+    ] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Record runs in MLflow.")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Search per-layer pruning ratios and bit-widths; resumes the study if it exists."""
+    from orchestrator.policy import load_policy
+    from orchestrator.search import SearchSettings, run_search
+
+    with _user_errors():
+        loaded = load_policy(policy)
+        registry = _registry()
+        loaded.check_components(registry.components)
+        settings = SearchSettings.resolve(
+            loaded,
+            budget=budget,
+            study=study,
+            storage=storage,
+            runs_dir=runs_dir,
+            seed=seed,
+            tracking_uri=tracking_uri,
+            track=track,
+            progress=progress,
+        )
+        summary = run_search(loaded, registry, settings)
+    _print_summary(summary, settings.runs_dir / settings.study)
+
+
+@app.command()
+def report(
+    study: Annotated[str, typer.Option(help="Study name.")],
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna storage URL (default: sqlite in the runs directory).")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where studies, summaries and plans go.")] = Path(
+        "orchestrate-runs"
+    ),
+) -> None:
+    """Redraw summary.json, Pareto plans and plots of a study from its storage."""
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.storage import default_storage_url, open_storage
+    from orchestrator.summary import write_outputs
+
+    with _user_errors():
+        import optuna
+
+        url = storage or default_storage_url(runs_dir.resolve())
+        try:
+            loaded = optuna.load_study(study_name=study, storage=open_storage(url))
+        except KeyError:
+            names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))]
+            raise OrchestratorError(
+                f"no study '{study}' in {url}; studies there: {', '.join(names) or 'none'}"
+            ) from None
+        out = runs_dir.resolve() / study
+        summary = write_outputs(loaded, out)
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+
+    from orchestrator.report import pareto_table
+
+    console = Console(file=sys.stdout)
+    console.print(pareto_table(summary))
+    counts = summary["counts"]
+    console.print(
+        f"{counts['finished']} trials: {counts['complete']} complete, {counts['infeasible']} infeasible, "
+        f"{counts['gated']} gated, {counts['failed']} failed. Summary: {out / 'summary.json'}"
+    )
 
 
 def _print_comparison(report: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from orchestrator.measure import (
     load_average,
     theoretical_bytes,
 )
+from orchestrator.plan import CompressionPlan
 from orchestrator.policy import MeasureSpec, Policy
 from orchestrator.task import Task
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
         Scorer,
         Scores,
     )
-    from orchestrator.plan import CompressionPlan
     from orchestrator.registry import PluginRegistry
 
 __all__ = ["Baseline", "Compressed", "Pipeline", "apply_policy"]
@@ -108,7 +108,11 @@ class Pipeline:
     # -- one plan -------------------------------------------------------------------------------------
     def check_plan(self, plan: CompressionPlan, model: nn.Module) -> None:
         """Refuse a plan this pipeline cannot carry out, before any work."""
-        plan.check_layers(compressible_layers(model))
+        compressible = list(compressible_layers(model))
+        kept = CompressionPlan(layers={n: d for n, d in plan.layers.items() if not d.drop})
+        kept.check_layers(compressible)
+        if plan.dropped():  # whole blocks may be dropped, not only compressible layers
+            plan.check_layers([n for n, _ in model.named_modules() if n])
         if (plan.prune_ratios() or plan.dropped()) and self.pruner is None:
             raise PlanError("the plan prunes layers but the policy has no pipeline.pruner")
         if plan.dropped() and self.pruner is not None and not self.pruner.handles_drop:
@@ -140,11 +144,15 @@ class Pipeline:
         baseline: Baseline,
         *,
         monitor: RecoveryMonitor | None = None,
+        pruned: nn.Module | None = None,
     ) -> Compressed:
-        """Prune, recover and quantize a copy of the baseline; evaluate it and count its cost."""
+        """Prune, recover and quantize a copy of the baseline; evaluate it and count its cost.
+
+        ``pruned`` is the result of :meth:`prune` for this plan when the caller already has it.
+        """
         import torch
 
-        student = self.prune(plan, baseline)
+        student = pruned if pruned is not None else self.prune(plan, baseline)
         macs, params = count_macs_params(student, self.task.example_inputs())
         if self.distiller is not None and not plan.is_identity:
             torch.manual_seed(self.seed)

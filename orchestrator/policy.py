@@ -12,15 +12,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from orchestrator.errors import PolicyError, UnknownComponentError, location
+from orchestrator.plan import VALID_BITS, CompressionPlan
 
 if TYPE_CHECKING:
     from orchestrator.components import ComponentKind
-    from orchestrator.plan import CompressionPlan
     from orchestrator.registry import ComponentRegistry
 
 __all__ = [
     "SCHEMA_VERSION",
     "ComponentSpec",
+    "Constraints",
+    "Objective",
+    "SearchRule",
+    "SearchSpec",
     "MeasureSpec",
     "PipelineSpec",
     "Policy",
@@ -81,6 +85,102 @@ class MeasureSpec(StrictModel):
         return self
 
 
+class SearchRule(StrictModel):
+    """Which layers a rule selects and the values the search may give them.
+
+    A layer takes its variables from the first rule that selects it. ``prune_ratio`` and ``bits`` given
+    as a single value are fixed; as ``[low, high]`` / ``[choices]`` they are searched.
+    """
+
+    name: str | None = Field(default=None, description="Label used in errors and shared variable names.")
+    layers: list[str] = Field(
+        default_factory=lambda: ["*"], description="Globs on qualified module names (fnmatch)."
+    )
+    types: list[str] = Field(
+        default_factory=list, description="Module class names (e.g. Conv2d, Linear); empty = any."
+    )
+    exclude: list[str] = Field(default_factory=list, description="Globs of names to leave out.")
+    prune_ratio: float | tuple[float, float] = 0.0
+    step: float | None = Field(default=None, gt=0, description="Grid step of searched ratios.")
+    bits: int | list[int] | None = None
+    drop: bool | list[bool] = False
+    share: bool = Field(default=False, description="One variable for all the layers this rule selects.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SearchRule:
+        ratios = self.prune_ratio if isinstance(self.prune_ratio, tuple) else (self.prune_ratio,)
+        if any(not 0.0 <= r < 1.0 for r in ratios):
+            raise ValueError("prune_ratio values must be in [0, 1)")
+        if isinstance(self.prune_ratio, tuple) and self.prune_ratio[0] > self.prune_ratio[1]:
+            raise ValueError("prune_ratio range must be [low, high] with low <= high")
+        bits = self.bits if isinstance(self.bits, list) else [self.bits] if self.bits else []
+        if isinstance(self.bits, list) and not self.bits:
+            raise ValueError("bits choices must not be empty")
+        if any(b not in VALID_BITS for b in bits):
+            raise ValueError(f"bits must be among {sorted(VALID_BITS)} (32 = float)")
+        if isinstance(self.drop, list) and not self.drop:
+            raise ValueError("drop choices must not be empty")
+        return self
+
+
+class Objective(StrictModel):
+    """A metric to optimize; any metric a trial reports (accuracy, macs, size_bytes, latency_ms_b64...)."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+
+class Constraints(StrictModel):
+    """Limits a plan must meet to be feasible. Ratios are relative to the baseline."""
+
+    max_accuracy_drop: float | None = Field(
+        default=None, ge=0, description="Largest allowed loss of the task's metric, in its units."
+    )
+    max_size_bytes: int | None = Field(default=None, gt=0)
+    max_macs_ratio: float | None = Field(default=None, gt=0)
+    max_params_ratio: float | None = Field(default=None, gt=0)
+    max_latency_ratio: float | None = Field(
+        default=None, gt=0, description="Slowest batch size's latency / baseline latency."
+    )
+
+
+class GateSpec(StrictModel):
+    """Early gate: stop a trial partway through recovery when it cannot meet max_accuracy_drop."""
+
+    enabled: bool = True
+    #: extra loss tolerated at a checkpoint, since recovery is not finished
+    margin: float = Field(default=5.0, ge=0)
+
+
+class TrackingSpec(StrictModel):
+    enabled: bool = True
+    uri: str | None = Field(default=None, description="MLflow tracking URI; default sqlite in runs dir.")
+    experiment: str = "orchestrator"
+
+
+class SearchSpec(StrictModel):
+    """The search: space rules, objectives, constraints, sampler, budget, storage and tracking."""
+
+    space: list[SearchRule] = Field(min_length=1)
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [
+            Objective(metric="accuracy", direction="maximize"),
+            Objective(metric="macs", direction="minimize"),
+        ],
+        min_length=1,
+    )
+    constraints: Constraints = Field(default_factory=Constraints)
+    sampler: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="tpe"))
+    reference_plans: bool = Field(
+        default=True, description="Start with uniform, all-int8 and unchanged plans."
+    )
+    gate: GateSpec = Field(default_factory=GateSpec)
+    budget: str | int | None = Field(default=None, description="Trials (20) or wall time (90s, 30m, 2h).")
+    study: str | None = None
+    storage: str | None = None
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+
 class Policy(StrictModel):
     """A policy file: the task, the pipeline and either a fixed plan or a search."""
 
@@ -90,6 +190,7 @@ class Policy(StrictModel):
     task: ComponentSpec
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
     plan: CompressionPlan | None = None
+    search: SearchSpec | None = None
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     seed: int = 0
 
@@ -112,6 +213,8 @@ class Policy(StrictModel):
         """Check that every named component exists and that its options are valid."""
         entries: list[tuple[ComponentKind, ComponentSpec, tuple[str, ...]]] = [("task", self.task, ("task",))]
         entries += [(k, s, ("pipeline", k)) for k, s in self.pipeline.steps()]
+        if self.search is not None:
+            entries.append(("sampler", self.search.sampler, ("search", "sampler")))
         for kind, spec, loc in entries:
             try:
                 cls = registry.get(kind, spec.name)
@@ -129,6 +232,12 @@ class Policy(StrictModel):
                     *[p for p in first["loc"] if isinstance(p, str | int)],
                 )
                 raise self.error(_message(first, cls.Options.model_fields), field_loc) from None
+
+    def with_plan(self, plan: CompressionPlan) -> Policy:
+        """This policy with a fixed plan and no search (what a saved trial plan file holds)."""
+        fixed = self.model_copy(update={"plan": plan, "search": None})
+        fixed._path, fixed._root = self._path, None
+        return fixed
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -231,9 +340,9 @@ def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             if str(k.value) == str(key):
-                return cast(yaml.Node, v)
+                return cast("yaml.Node", v)
     elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-        return cast(yaml.Node, node.value[key])
+        return cast("yaml.Node", node.value[key])
     return None
 
 
@@ -241,7 +350,7 @@ def _key_node(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for k, _ in node.value:
             if str(k.value) == str(key):
-                return cast(yaml.Node, k)
+                return cast("yaml.Node", k)
     return None
 
 

@@ -1,0 +1,458 @@
+"""Optuna search over per-layer plans: space, objectives, constraints, budget, storage, early gate.
+
+The loop uses Optuna's ask-and-tell interface so that every trial ends in a state we chose:
+``complete`` (measured), ``infeasible`` (rejected from the plan alone, before any training), ``gated``
+(stopped during recovery because it could no longer meet ``max_accuracy_drop``) or ``failed`` (raised or
+produced a non-finite metric). Infeasible and gated trials are stored as Optuna ``PRUNED`` trials with
+their constraint values, which the constraint-aware samplers learn from.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.budget import Budget, parse_budget
+from orchestrator.components import RecoveryStopped, SamplerFactory
+from orchestrator.errors import OrchestratorError, PolicyError
+from orchestrator.events import SearchFinished, SearchStarted, TrialFinished, TrialState
+from orchestrator.measure import count_macs_params, theoretical_bytes
+from orchestrator.pipeline import Baseline, Pipeline
+from orchestrator.space import SearchSpace
+from orchestrator.storage import budget_lock, default_storage_url, open_storage
+from orchestrator.summary import STATE_ATTR, write_outputs
+
+if TYPE_CHECKING:
+    import optuna
+    from torch import nn
+
+    from orchestrator.plan import CompressionPlan
+    from orchestrator.policy import Policy, SearchSpec
+    from orchestrator.registry import PluginRegistry
+
+__all__ = ["DEFAULT_RUNS_DIR", "Search", "SearchSettings", "derived_metrics", "run_search"]
+
+DEFAULT_RUNS_DIR = Path("orchestrate-runs")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Where and how long a search runs; command-line values override the policy's ``search:``."""
+
+    budget: Budget
+    study: str
+    storage: str
+    runs_dir: Path
+    seed: int
+    tracking_uri: str | None = None
+    experiment: str = "orchestrator"
+    progress: bool = True
+
+    @classmethod
+    def resolve(
+        cls,
+        policy: Policy,
+        *,
+        budget: str | None = None,
+        study: str | None = None,
+        storage: str | None = None,
+        runs_dir: Path | None = None,
+        seed: int | None = None,
+        tracking_uri: str | None = None,
+        track: bool = True,
+        progress: bool = True,
+    ) -> SearchSettings:
+        from orchestrator.tracking import default_tracking_uri
+
+        spec = _spec(policy)
+        raw_budget = budget if budget is not None else spec.budget
+        if raw_budget is None:
+            raise PolicyError(
+                "no budget: pass --budget (50 trials, or a time such as 30m) or set search.budget",
+                path=policy.path,
+                field="search.budget",
+            )
+        runs = (runs_dir or DEFAULT_RUNS_DIR).resolve()
+        name = study or spec.study or (policy.path.stem if policy.path else "search")
+        uri = tracking_uri or spec.tracking.uri or default_tracking_uri(runs)
+        return cls(
+            budget=parse_budget(raw_budget),
+            study=name,
+            storage=storage or spec.storage or default_storage_url(runs),
+            runs_dir=runs,
+            seed=policy.seed if seed is None else seed,
+            tracking_uri=uri if track and spec.tracking.enabled else None,
+            experiment=spec.tracking.experiment,
+            progress=progress,
+        )
+
+
+def _spec(policy: Policy) -> SearchSpec:
+    if policy.search is None:
+        raise PolicyError("this policy has no 'search:' section", path=policy.path, field="search")
+    return policy.search
+
+
+def derived_metrics(
+    metrics: dict[str, float], baseline: dict[str, float], *, metric: str, higher_is_better: bool
+) -> dict[str, float]:
+    """``<metric>_drop`` and the cost ratios against the baseline, from raw metrics."""
+    out: dict[str, float] = {}
+    if metric in metrics and metric in baseline:
+        delta = baseline[metric] - metrics[metric]
+        out[f"{metric}_drop"] = delta if higher_is_better else -delta
+    for key in ("macs", "params", "size_bytes"):
+        if key in metrics and baseline.get(key):
+            out[f"{key.removesuffix('_bytes')}_ratio"] = metrics[key] / baseline[key]
+    latency = [metrics[k] / baseline[k] for k in metrics if k.startswith("latency_ms_b") and baseline.get(k)]
+    if latency:
+        out["latency_ratio"] = max(latency)
+    return out
+
+
+@dataclass
+class _Outcome:
+    state: TrialState
+    metrics: dict[str, float] = field(default_factory=dict)
+    constraints: dict[str, float] = field(default_factory=dict)
+    values: list[float] | None = None
+    error: str | None = None
+
+
+class Search:
+    """One process's part in a study: it runs trials until the study's budget is spent."""
+
+    def __init__(self, policy: Policy, registry: PluginRegistry, settings: SearchSettings) -> None:
+        self.policy = policy
+        self.spec = _spec(policy)
+        self.registry = registry
+        self.settings = settings
+        self.pipeline = Pipeline.from_policy(policy, registry)
+        sampler = registry.components.create("sampler", self.spec.sampler.name, self.spec.sampler.options)
+        assert isinstance(sampler, SamplerFactory)
+        self.sampler_factory = sampler
+        self.out_dir = settings.runs_dir / settings.study
+        self.baseline: Baseline | None = None
+        self.space: SearchSpace | None = None
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    @property
+    def metric(self) -> str:
+        return self.pipeline.task.metric
+
+    def _check_space(self, space: SearchSpace) -> None:
+        quantizer = self.pipeline.quantizer
+        for index, rule in enumerate(self.spec.space):
+            bits = rule.bits if isinstance(rule.bits, list) else [rule.bits] if rule.bits else []
+            wanted = {b for b in bits if b != 32}
+            if wanted and quantizer is None:
+                raise self.policy.error(
+                    "the rule searches bits but the policy has no pipeline.quantizer",
+                    ("search", "space", index, "bits"),
+                )
+            if quantizer is not None and not wanted <= quantizer.supported_bits:
+                raise self.policy.error(
+                    f"quantizer '{quantizer.name}' supports bits {sorted(quantizer.supported_bits)} "
+                    f"(and 32 = float), not {sorted(wanted - quantizer.supported_bits)}",
+                    ("search", "space", index, "bits"),
+                )
+            searched = isinstance(rule.prune_ratio, tuple) and rule.prune_ratio[1] > 0
+            if (searched or (not isinstance(rule.prune_ratio, tuple) and rule.prune_ratio > 0)) and (
+                self.pipeline.pruner is None
+            ):
+                raise self.policy.error(
+                    "the rule prunes but the policy has no pipeline.pruner",
+                    ("search", "space", index, "prune_ratio"),
+                )
+
+    def _check_objectives(self, baseline: Baseline) -> None:
+        known = dict(baseline.metrics)
+        known.update(
+            derived_metrics(
+                baseline.metrics,
+                baseline.metrics,
+                metric=self.metric,
+                higher_is_better=self.pipeline.task.higher_is_better,
+            )
+        )
+        for index, objective in enumerate(self.spec.objectives):
+            if objective.metric not in known:
+                raise self.policy.error(
+                    f"unknown metric '{objective.metric}'; trials report: {', '.join(sorted(known))}",
+                    ("search", "objectives", index, "metric"),
+                )
+
+    def _open_study(self) -> optuna.Study:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = open_storage(self.settings.storage)
+        directions = [o.direction for o in self.spec.objectives]
+        try:
+            existing = optuna.load_study(study_name=self.settings.study, storage=storage)
+            done = len(existing.trials)
+        except KeyError:
+            done = 0
+        sampler = self.sampler_factory.create(seed=self.settings.seed + done)
+        try:
+            study = optuna.create_study(
+                study_name=self.settings.study,
+                storage=storage,
+                directions=directions,
+                sampler=sampler,
+                load_if_exists=True,
+            )
+        except ValueError as exc:
+            raise PolicyError(str(exc), path=self.policy.path, field="search.objectives") from exc
+        if [d.name.lower() for d in study.directions] != directions:
+            raise PolicyError(
+                f"study '{self.settings.study}' exists in {self.settings.storage} with other "
+                "objectives; choose another name with --study",
+                path=self.policy.path,
+                field="search.objectives",
+            )
+        return study
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run trials until the budget is spent, then write and return the summary."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        baseline = self.pipeline.baseline(self.out_dir)
+        self.baseline = baseline
+        self.space = SearchSpace.from_policy(self.policy, baseline.model)
+        self._check_space(self.space)
+        self._check_objectives(baseline)
+        study = self._open_study()
+        self._record_study(study, baseline)
+        tracker = self._start_tracking()
+        try:
+            self.registry.notify(
+                "orchestrator_search_started",
+                event=SearchStarted(
+                    study_name=self.settings.study,
+                    storage=self.settings.storage,
+                    output_dir=self.out_dir,
+                    policy=self.policy.model_dump(mode="json"),
+                    baseline=dict(baseline.metrics),
+                    policy_path=self.policy.path,
+                ),
+            )
+            self._loop(study)
+            summary = write_outputs(study, self.out_dir)
+            self.registry.notify(
+                "orchestrator_search_finished",
+                event=SearchFinished(
+                    study_name=self.settings.study, summary=summary, output_dir=self.out_dir
+                ),
+            )
+        finally:
+            if tracker is not None:
+                self.registry.remove_observer(tracker)
+        return summary
+
+    def _record_study(self, study: optuna.Study, baseline: Baseline) -> None:
+        if "policy" in study.user_attrs:
+            return
+        study.set_user_attr("policy", self.policy.to_yaml())
+        study.set_user_attr("metric", self.metric)
+        study.set_user_attr("objectives", [o.model_dump() for o in self.spec.objectives])
+        study.set_user_attr("constraints", self.spec.constraints.model_dump(exclude_none=True))
+        study.set_user_attr("baseline", {k: v for k, v in baseline.metrics.items() if math.isfinite(v)})
+        assert self.space is not None
+        if self.spec.reference_plans and not study.trials:
+            for params in self.space.reference_params():
+                study.enqueue_trial(params, skip_if_exists=True)
+
+    def _start_tracking(self) -> object | None:
+        if self.settings.tracking_uri is None:
+            return None
+        from orchestrator.tracking import MlflowTracker
+
+        tracker = MlflowTracker(tracking_uri=self.settings.tracking_uri, experiment=self.settings.experiment)
+        self.registry.add_observer(tracker, name="mlflow-tracker")
+        return tracker
+
+    def _next_trial(self, study: optuna.Study, deadline: float | None) -> optuna.Trial | None:
+        from optuna.trial import TrialState as OptunaState
+
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+        with budget_lock(self.settings.storage):
+            if self.settings.budget.trials is not None:
+                started = study.get_trials(
+                    deepcopy=False,
+                    states=tuple(s for s in OptunaState if s != OptunaState.WAITING),
+                )
+                if len(started) >= self.settings.budget.trials:
+                    return None
+            return study.ask()
+
+    def _loop(self, study: optuna.Study) -> None:
+        from orchestrator.progress import SearchProgress
+
+        budget = self.settings.budget
+        deadline = time.monotonic() + budget.seconds if budget.seconds is not None else None
+        with SearchProgress(
+            budget=budget, metric=self.metric, enabled=self.settings.progress, study=study
+        ) as progress:
+            while (trial := self._next_trial(study, deadline)) is not None:
+                event = self._run_trial(study, trial)
+                progress.update(event)
+
+    def _run_trial(self, study: optuna.Study, trial: optuna.Trial) -> TrialFinished:
+        import optuna
+
+        start = time.perf_counter()
+        plan: CompressionPlan | None = None
+        try:
+            plan = self._sample(trial)
+            outcome = self._evaluate(plan)
+        except RecoveryStopped as stop:
+            outcome = self._gated(stop)
+        except KeyboardInterrupt:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        except (Exception, MemoryError) as exc:
+            outcome = _Outcome(state="failed", error=_error_text(exc))
+        duration = time.perf_counter() - start
+        for key, value in outcome.constraints.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr(STATE_ATTR, outcome.state)
+        trial.set_user_attr("metrics", {k: v for k, v in outcome.metrics.items() if math.isfinite(v)})
+        trial.set_user_attr("duration_s", duration)
+        if outcome.error:
+            trial.set_user_attr("error", outcome.error[:8000])
+        if outcome.state == "complete":
+            study.tell(trial, outcome.values)
+        elif outcome.state == "failed":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        event = TrialFinished(
+            study_name=self.settings.study,
+            number=trial.number,
+            state=outcome.state,
+            duration_s=duration,
+            params=dict(trial.params),
+            layers={n: d.model_dump() for n, d in plan.layers.items()} if plan else {},
+            metrics=outcome.metrics,
+            constraints=outcome.constraints,
+            plan_yaml=self.policy.with_plan(plan).to_yaml() if plan else None,
+            error=outcome.error,
+        )
+        self.registry.notify("orchestrator_trial_finished", event=event)
+        return event
+
+    def _sample(self, trial: optuna.Trial) -> CompressionPlan:
+        assert self.space is not None
+        plan = self.space.sample(trial)
+        trial.set_user_attr("plan", plan.to_dict())
+        return plan
+
+    # -- one trial ------------------------------------------------------------------------------------
+    def _derived(self, metrics: dict[str, float]) -> dict[str, float]:
+        assert self.baseline is not None
+        return derived_metrics(
+            metrics,
+            self.baseline.metrics,
+            metric=self.metric,
+            higher_is_better=self.pipeline.task.higher_is_better,
+        )
+
+    def _constraints(self, metrics: dict[str, float], *, static: bool) -> dict[str, float]:
+        """Constraint values (feasible when <= 0) of the constraints ``metrics`` can decide."""
+        limits = self.spec.constraints
+        checks: list[tuple[str, float | None, str, bool]] = [
+            ("max_macs_ratio", limits.max_macs_ratio, "macs_ratio", True),
+            ("max_params_ratio", limits.max_params_ratio, "params_ratio", True),
+            ("max_size_bytes", limits.max_size_bytes, "theoretical_bytes" if static else "size_bytes", True),
+            ("max_accuracy_drop", limits.max_accuracy_drop, f"{self.metric}_drop", False),
+            ("max_latency_ratio", limits.max_latency_ratio, "latency_ratio", False),
+        ]
+        out: dict[str, float] = {}
+        for name, limit, key, from_plan in checks:
+            if limit is None or (static and not from_plan) or key not in metrics:
+                continue
+            out[name] = metrics[key] - limit
+        return out
+
+    def _evaluate(self, plan: CompressionPlan) -> _Outcome:
+        assert self.baseline is not None
+        pruned = self.pipeline.prune(plan, self.baseline)
+        static = self._static_metrics(pruned, plan)
+        constraints = self._constraints(static, static=True)
+        if any(v > 0 for v in constraints.values()):
+            return _Outcome(state="infeasible", metrics=static, constraints=constraints)
+        result = self.pipeline.compress(plan, self.baseline, monitor=self._gate(), pruned=pruned)
+        with tempfile.TemporaryDirectory(prefix="orchestrate-trial-") as tmp:
+            self.pipeline.finish(result, self.baseline, Path(tmp))
+        metrics = dict(result.metrics)
+        metrics.update(self._derived(metrics))
+        for key, value in metrics.items():
+            if not math.isfinite(value):
+                raise FloatingPointError(f"metric '{key}' is {value}")
+        values = [metrics[o.metric] for o in self.spec.objectives]
+        return _Outcome(
+            state="complete",
+            metrics=metrics,
+            constraints=self._constraints(metrics, static=False),
+            values=values,
+        )
+
+    def _static_metrics(self, pruned: nn.Module, plan: CompressionPlan) -> dict[str, float]:
+        macs, params = count_macs_params(pruned, self.pipeline.task.example_inputs())
+        metrics: dict[str, float] = {
+            "macs": macs,
+            "params": params,
+            "theoretical_bytes": theoretical_bytes(pruned, plan.bits()),
+        }
+        metrics.update(self._derived(metrics))
+        return metrics
+
+    def _gate(self) -> Callable[[float, nn.Module], None] | None:
+        limit = self.spec.constraints.max_accuracy_drop
+        if limit is None or not self.spec.gate.enabled:
+            return None
+        margin = self.spec.gate.margin
+
+        def check(fraction: float, student: nn.Module) -> None:
+            if fraction >= 1.0:
+                return
+            metrics = dict(self.pipeline.task.evaluate(student))
+            drop = self._derived(metrics)[f"{self.metric}_drop"]
+            if drop > limit + margin:
+                metrics[f"{self.metric}_drop"] = drop
+                raise RecoveryStopped(
+                    f"{self.metric} drop {drop:.2f} after {fraction:.0%} of recovery exceeds "
+                    f"max_accuracy_drop {limit} + gate margin {margin}",
+                    metrics,
+                )
+
+        return check
+
+    def _gated(self, stop: RecoveryStopped) -> _Outcome:
+        limit = self.spec.constraints.max_accuracy_drop
+        drop = stop.metrics.get(f"{self.metric}_drop", math.inf)
+        constraints = {"max_accuracy_drop": drop - (limit or 0.0)}
+        return _Outcome(state="gated", metrics=dict(stop.metrics), constraints=constraints, error=stop.reason)
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, OrchestratorError):
+        return f"{type(exc).__name__}: {exc}"
+    lines = traceback.format_exception(exc)
+    return "".join(lines[-12:])
+
+
+def run_search(policy: Policy, registry: PluginRegistry, settings: SearchSettings) -> dict[str, Any]:
+    """Run (or resume) the policy's search; return the summary written to ``runs_dir/<study>``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        return Search(policy, registry, settings).run()
