@@ -154,7 +154,7 @@ class Pipeline:
 
         student = pruned if pruned is not None else self.prune(plan, baseline)
         macs, params = count_macs_params(student, self.task.example_inputs())
-        if self.distiller is not None and not plan.is_identity:
+        if self.distiller is not None and (plan.prune_ratios() or plan.dropped()):
             torch.manual_seed(self.seed)
             student = self.distiller.distill(student, baseline.model, self.task, monitor=monitor)
         student.eval()

@@ -104,8 +104,11 @@ class SearchSpace:
                 continue
             ratio = space.ratio_low
             if space.ratio_searched:
-                ratio = trial.suggest_float(
-                    f"{space.key}.prune_ratio", space.ratio_low, space.ratio_high, step=space.step
+                ratio = round(
+                    trial.suggest_float(
+                        f"{space.key}.prune_ratio", space.ratio_low, space.ratio_high, step=space.step
+                    ),
+                    6,
                 )
             bits = space.bits[0]
             if len(space.bits) > 1:
@@ -116,16 +119,16 @@ class SearchSpace:
         return CompressionPlan(layers=decisions)
 
     def reference_params(self) -> list[dict[str, Any]]:
-        """Params of the reference plans: unchanged model, all-int8, uniform ratios (+ int8)."""
+        """Params of the reference plans: unchanged model, all-int8, uniform ratios in float and in int8."""
         plans: list[dict[str, Any]] = []
-        for kind in ("unchanged", "int8", "uniform"):
+        for kind in ("unchanged", "int8", "uniform", "uniform-int8"):
             params: dict[str, Any] = {}
             for space in self.layers:
                 if len(space.drop) > 1:
                     params[f"{space.key}.drop"] = False
                 if space.ratio_searched:
                     ratio = space.ratio_low
-                    if kind == "uniform":
+                    if kind.startswith("uniform"):
                         ratio = (space.ratio_low + space.ratio_high) / 2
                         if space.step:
                             ratio = (
@@ -133,7 +136,7 @@ class SearchSpace:
                             )
                     params[f"{space.key}.prune_ratio"] = ratio
                 if len(space.bits) > 1:
-                    want = FLOAT_BITS if kind == "unchanged" else 8
+                    want = 8 if kind.endswith("int8") else FLOAT_BITS
                     params[f"{space.key}.bits"] = want if want in space.bits else max(space.bits)
             if params and params not in plans:
                 plans.append(params)

@@ -35,7 +35,6 @@ class TPE(SamplerFactory[TPEOptions]):
                 multivariate=self.options.multivariate,
                 group=self.options.multivariate,
                 constant_liar=self.options.constant_liar,
-                warn_independent_sampling=False,
             )
 
 

@@ -1,0 +1,210 @@
+"""`orchestrate search` on the bundled digits task, run as a user runs it."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator import Distiller, hookimpl, load_policy, load_registry
+from orchestrator.cli import app
+from orchestrator.search import SearchSettings, run_search
+from orchestrator.tracking import read_trial_runs
+
+from .conftest import POLICIES
+
+QUICKSTART = POLICIES / "quickstart.yaml"
+
+
+def _search(runs: Path, *args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(
+        app, ["search", str(QUICKSTART), "--runs-dir", str(runs), "--no-progress", *args]
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads((runs / "quickstart" / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def first(runs: Path) -> dict[str, Any]:
+    return _search(runs, "--budget", "12")
+
+
+def test_search_finds_a_small_accurate_plan(first: dict[str, Any]) -> None:
+    counts = first["counts"]
+    assert counts["finished"] == 12
+    assert counts["complete"] + counts["failed"] + counts["infeasible"] + counts["gated"] == 12
+    base = first["baseline"]
+    assert first["pareto"]
+    good = [
+        t
+        for t in first["pareto"]
+        if t["metrics"]["macs"] <= 0.5 * base["macs"] and t["metrics"]["accuracy"] >= base["accuracy"] - 1.5
+    ]
+    assert good, first["pareto"]
+    tried = [t["layers"] for t in first["trials"] if t["state"] != "failed"]
+    pruned_only = [
+        p
+        for p in tried
+        if any(d.get("prune_ratio") for d in p.values()) and not any(d.get("bits") for d in p.values())
+    ]
+    pruned_and_quantized = [
+        p
+        for p in tried
+        if any(d.get("prune_ratio") for d in p.values()) and any(d.get("bits") == 8 for d in p.values())
+    ]
+    assert pruned_only
+    assert pruned_and_quantized
+
+
+def test_outputs_are_written(first: dict[str, Any], runs: Path) -> None:
+    out = runs / "quickstart"
+    assert (out / "pareto.html").stat().st_size > 0
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    for trial in first["pareto"]:
+        assert Path(trial["plan"]).exists()
+        assert Path(trial["plan"]).name == f"trial-{trial['number']:04d}.yaml"
+
+
+def test_mlflow_holds_one_parent_and_a_child_per_trial(first: dict[str, Any], runs: Path) -> None:
+    uri = f"sqlite:///{runs / 'mlflow.db'}"
+    children = read_trial_runs(uri, "quickstart")
+    assert len(children) == 12
+    assert len({c["parent_run_id"] for c in children}) == 1
+    with_layers = [c for c in children if any(k.endswith(".prune_ratio") for k in c["params"])]
+    assert with_layers
+
+
+def test_pareto_plan_reapplies_with_the_same_macs(first: dict[str, Any], tmp_path: Path) -> None:
+    trial = min(first["pareto"], key=lambda t: t["metrics"]["macs"])
+    result = CliRunner().invoke(app, ["apply", trial["plan"], "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    applied = json.loads((tmp_path / "metrics.json").read_text())["compressed"]
+    assert applied["macs"] == trial["metrics"]["macs"]
+    assert applied["accuracy"] == pytest.approx(trial["metrics"]["accuracy"], abs=0.5)
+
+
+def test_rerun_with_a_larger_budget_adds_exactly_the_difference(first: dict[str, Any], runs: Path) -> None:
+    again = _search(runs, "--budget", "16")
+    assert again["counts"]["finished"] == 16
+    numbers = [t["number"] for t in again["trials"]]
+    assert numbers == list(range(16))
+    # the first 12 trials are kept as they were
+    before = {t["number"]: t["metrics"] for t in first["trials"]}
+    assert all(again["trials"][n]["metrics"] == before[n] for n in before)
+    children = read_trial_runs(f"sqlite:///{runs / 'mlflow.db'}", "quickstart")
+    assert len(children) == 16
+
+
+def test_report_redraws_from_storage(first: dict[str, Any], runs: Path) -> None:
+    out = runs / "quickstart"
+    (out / "summary.json").unlink()
+    (out / "pareto.png").unlink()
+    result = CliRunner().invoke(app, ["report", "--study", "quickstart", "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["counts"]["finished"] >= 12
+    assert (out / "pareto.png").exists()
+    assert "Pareto" in result.output
+
+
+def test_time_budget_starts_no_trial_after_the_deadline(tmp_path: Path) -> None:
+    before = datetime.datetime.now()
+    result = CliRunner().invoke(
+        app,
+        [
+            "search",
+            str(QUICKSTART),
+            "--runs-dir",
+            str(tmp_path),
+            "--budget",
+            "8s",
+            "--study",
+            "timed",
+            "--no-progress",
+            "--no-track",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    trials = optuna.load_study(study_name="timed", storage=storage).trials
+    assert trials
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    # the baseline is built before the clock starts; every trial started within 8 s of it
+    assert max(starts) - min(starts) <= datetime.timedelta(seconds=8)
+    assert min(starts) >= before
+
+
+def _custom_policy(tmp_path: Path, extra: str = "", distiller: str = "kd") -> Path:
+    text = QUICKSTART.read_text().replace("name: kd", f"name: {distiller}")
+    text = text.replace("  sampler: tpe\n", f"  sampler: random\n{extra}")
+    text = text.replace("options: {epochs: 3, temperature: 4.0, alpha: 0.7, lr: 0.002}", "options: {}")
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_plan_only_constraints_reject_plans_before_training(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(QUICKSTART.read_text().replace("max_accuracy_drop: 1.5", "max_macs_ratio: 0.02"))
+    policy = load_policy(path)
+    settings = SearchSettings.resolve(policy, budget="4", runs_dir=tmp_path, track=False, progress=False)
+    summary = run_search(policy, load_registry(), settings)
+    assert summary["counts"]["infeasible"] == 4
+    for trial in summary["trials"]:
+        assert "accuracy" not in trial["metrics"]  # never trained nor evaluated
+        assert trial["constraints"]["max_macs_ratio"] > 0
+
+
+class _Exploding(Distiller):  # type: ignore[type-arg]
+    name = "exploding"
+
+    def distill(self, student, teacher, task, *, monitor=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("plugin bug")
+
+
+class _ExplodingPlugin:
+    @hookimpl
+    def orchestrator_register(self, registry):  # type: ignore[no-untyped-def]
+        registry.register(_Exploding)
+
+
+def test_a_plugin_that_raises_fails_its_trial_not_the_study(tmp_path: Path) -> None:
+    policy = load_policy(_custom_policy(tmp_path, distiller="exploding"))
+    registry = load_registry(plugins=[("exploding", _ExplodingPlugin())])
+    settings = SearchSettings.resolve(policy, budget="5", runs_dir=tmp_path, progress=False)
+    summary = run_search(policy, registry, settings)
+    counts = summary["counts"]
+    assert counts["finished"] == 5
+    # the unchanged and int8-only reference plans need no recovery and complete
+    assert counts["complete"] >= 2
+    assert counts["failed"] >= 1
+    failed = [t for t in summary["trials"] if t["state"] == "failed"]
+    assert all("plugin bug" in t["error"] for t in failed)
+    runs = read_trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "policy")
+    assert any(
+        r["status"] == "FAILED" and "plugin bug" in r["tags"].get("orchestrator.error", "") for r in runs
+    )
+
+
+def test_hopeless_trials_are_gated_during_recovery(tmp_path: Path) -> None:
+    text = QUICKSTART.read_text().replace("max_accuracy_drop: 1.5", "max_accuracy_drop: 0.0")
+    text = text.replace("prune_ratio: [0.0, 0.85]", "prune_ratio: [0.9, 0.95]")
+    text = text.replace(
+        "  sampler: tpe\n", "  sampler: random\n  reference_plans: false\n  gate: {margin: 0.0}\n"
+    )
+    path = tmp_path / "gate.yaml"
+    path.write_text(text)
+    policy = load_policy(path)
+    settings = SearchSettings.resolve(policy, budget="2", runs_dir=tmp_path, track=False, progress=False)
+    summary = run_search(policy, load_registry(), settings)
+    assert summary["counts"]["gated"] == 2
+    assert all(t["constraints"]["max_accuracy_drop"] > 0 for t in summary["trials"])

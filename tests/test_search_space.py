@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+from torch import nn
+
+from orchestrator import PolicyError, parse_policy
+from orchestrator.budget import Budget, parse_budget
+from orchestrator.space import SearchSpace
+
+POLICY = """\
+schema_version: 1
+task: digits-cnn
+search:
+  space:
+    - name: convs
+      types: [Conv2d]
+      exclude: ["conv1"]
+      prune_ratio: [0.0, 0.8]
+      step: 0.1
+      bits: [8, 32]
+      share: {share}
+    - name: blocks
+      layers: ["{blocks}"]
+      drop: [false, true]
+      bits: [8, 32]
+"""
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3)
+        self.conv2 = nn.Conv2d(8, 8, 3)
+        self.conv3 = nn.Conv2d(8, 8, 3)
+        self.block = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+
+
+def _space(share: bool = False, blocks: str = "block") -> SearchSpace:
+    policy = parse_policy(POLICY.format(share=str(share).lower(), blocks=blocks), path="p.yaml")
+    return SearchSpace.from_policy(policy, _Net())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("50", Budget(trials=50)),
+        (12, Budget(trials=12)),
+        ("90s", Budget(seconds=90)),
+        ("30m", Budget(seconds=1800)),
+        ("2h", Budget(seconds=7200)),
+    ],
+)
+def test_budget_forms(text: str | int, expected: Budget) -> None:
+    assert parse_budget(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "5x", "m", "-3"])
+def test_bad_budget_is_named(text: str) -> None:
+    with pytest.raises(PolicyError, match="budget"):
+        parse_budget(text)
+
+
+def test_rules_resolve_with_globs_types_and_exclusions() -> None:
+    space = _space()
+    assert [s.layer for s in space.layers] == ["conv2", "conv3", "block"]
+
+
+def test_rule_selecting_nothing_names_the_rule_and_line() -> None:
+    with pytest.raises(PolicyError) as info:
+        _space(blocks="nothing.*")
+    assert "rule 'blocks' selects no layer" in str(info.value)
+    assert info.value.line == 12
+
+
+def test_dropped_layer_gets_no_bits_and_shared_rules_one_variable() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    space = _space(share=True)
+    study.enqueue_trial({"block.drop": True, "convs.prune_ratio": 0.3, "convs.bits": 8})
+    trial = study.ask()
+    plan = space.sample(trial)
+    assert plan.layers["block"].drop
+    assert "block.bits" not in trial.params
+    assert plan.layers["conv2"] == plan.layers["conv3"]
+    assert plan.layers["conv2"].prune_ratio == pytest.approx(0.3)
+    assert set(trial.params) == {"block.drop", "convs.prune_ratio", "convs.bits"}
+
+
+def test_reference_plans_are_unchanged_int8_and_uniform() -> None:
+    refs = _space().reference_params()
+    assert [(r["conv2.prune_ratio"], r["conv2.bits"]) for r in refs] == [
+        (0.0, 32),
+        (0.0, 8),
+        (pytest.approx(0.4), 32),
+        (pytest.approx(0.4), 8),
+    ]
+    assert all(r["block.drop"] is False for r in refs)
