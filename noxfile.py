@@ -41,4 +41,4 @@ def typecheck(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The README's main job: a real search on the bundled digits task."""
     _install(session)
-    session.run("orchestrate", "apply", "policies/digits-apply.yaml", "--out", "runs/digits-apply")
+    session.run("orchestrate", "search", "policies/quickstart.yaml", "--budget", "20")

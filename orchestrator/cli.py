@@ -153,6 +153,9 @@ def search(
         )
         summary = run_search(loaded, registry, settings)
     _print_summary(summary, settings.runs_dir / settings.study)
+    if summary.get("interrupted"):
+        typer.echo("interrupted: run the same command again to resume", err=True)
+        raise typer.Exit(130)
 
 
 @app.command()

@@ -141,6 +141,8 @@ class Search:
         self.out_dir = settings.runs_dir / settings.study
         self.baseline: Baseline | None = None
         self.space: SearchSpace | None = None
+        #: set when Ctrl-C stopped the search; the summary is still written
+        self.interrupted = False
 
     # -- set-up ---------------------------------------------------------------------------------------
     @property
@@ -244,7 +246,10 @@ class Search:
                     policy_path=self.policy.path,
                 ),
             )
-            self._loop(study)
+            try:
+                self._loop(study)
+            except KeyboardInterrupt:
+                self.interrupted = True  # the running trial is recorded as failed; keep what is done
             summary = write_outputs(study, self.out_dir)
             self.registry.notify(
                 "orchestrator_search_finished",
@@ -452,7 +457,16 @@ def _error_text(exc: BaseException) -> str:
 
 
 def run_search(policy: Policy, registry: PluginRegistry, settings: SearchSettings) -> dict[str, Any]:
-    """Run (or resume) the policy's search; return the summary written to ``runs_dir/<study>``."""
+    """Run (or resume) the policy's search; return the summary written to ``runs_dir/<study>``.
+
+    The summary's ``interrupted`` is true when Ctrl-C stopped the search early.
+    """
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    search = Search(policy, registry, settings)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        return Search(policy, registry, settings).run()
+        summary = search.run()
+    summary["interrupted"] = search.interrupted
+    return summary
