@@ -97,15 +97,33 @@ def schema() -> None:
 
 @app.command()
 def apply(
-    policy: Annotated[Path, typer.Argument(help="A policy with a 'plan:' (e.g. a saved trial plan).")],
+    policy_or_plan: Annotated[
+        Path,
+        typer.Argument(
+            help="A policy with a 'plan:' (e.g. a saved trial plan), or a bare plan with --policy."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for plan, model and metrics.")],
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Policy giving task and pipeline when the file is a bare plan (layers only)."),
+    ] = None,
 ) -> None:
     """Apply a fixed plan: write DIR/plan.yaml, DIR/model.pt and DIR/metrics.json."""
+    from orchestrator.errors import PolicyError
     from orchestrator.pipeline import apply_policy
-    from orchestrator.policy import load_policy
+    from orchestrator.policy import is_bare_plan, load_plan, load_policy
 
     with _user_errors():
-        loaded = load_policy(policy)
+        if is_bare_plan(policy_or_plan):
+            if policy is None:
+                raise PolicyError(
+                    "this is a bare plan (layers only); pass --policy POLICY for its task and pipeline",
+                    path=policy_or_plan,
+                )
+            loaded = load_policy(policy).with_plan(load_plan(policy_or_plan))
+        else:
+            loaded = load_policy(policy_or_plan)
         report = apply_policy(loaded, _registry(), out)
     _print_comparison(report)
     typer.echo(f"wrote {out / 'plan.yaml'}, {out / 'model.pt'}, {out / 'metrics.json'}")
@@ -133,7 +151,11 @@ def search(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Search per-layer pruning ratios and bit-widths; resumes the study if it exists."""
+    import os
+
     from orchestrator.policy import load_policy
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # keep MLflow's set-up chatter out
     from orchestrator.search import SearchSettings, run_search
 
     with _user_errors():

@@ -28,6 +28,8 @@ __all__ = [
     "MeasureSpec",
     "PipelineSpec",
     "Policy",
+    "is_bare_plan",
+    "load_plan",
     "load_policy",
     "parse_policy",
     "policy_json_schema",
@@ -264,17 +266,40 @@ def load_policy(path: str | Path) -> Policy:
     return parse_policy(text, path=path)
 
 
-def parse_policy(text: str, *, path: str | Path | None = None) -> Policy:
-    """Validate a policy given as YAML text (``path`` is used in error messages)."""
-    shown = Path(path) if path is not None else Path("<policy>")
+def _read_yaml(text: str, shown: Path) -> tuple[Any, yaml.Node | None]:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(f"invalid YAML: {problem}", path=shown, line=line) from exc
+
+
+def is_bare_plan(path: str | Path) -> bool:
+    """True for a file holding only ``layers:`` (a plan without task and pipeline)."""
+    data, _ = _read_yaml(Path(path).read_text(encoding="utf-8"), Path(path))
+    return isinstance(data, Mapping) and "layers" in data and "task" not in data
+
+
+def load_plan(path: str | Path) -> CompressionPlan:
+    """Read a bare plan file (``layers:`` only); errors name file, line and field."""
+    path = Path(path)
+    data, root = _read_yaml(path.read_text(encoding="utf-8"), path)
+    try:
+        return CompressionPlan.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [p for p in first["loc"] if isinstance(p, str | int)]
+        raise PolicyError(
+            _message(first, None), path=path, line=_line_of(root, loc), field=".".join(map(str, loc))
+        ) from None
+
+
+def parse_policy(text: str, *, path: str | Path | None = None) -> Policy:
+    """Validate a policy given as YAML text (``path`` is used in error messages)."""
+    shown = Path(path) if path is not None else Path("<policy>")
+    data, root = _read_yaml(text, shown)
     if not isinstance(data, Mapping):
         raise PolicyError(
             "a policy is a YAML mapping (keys such as schema_version, task, pipeline, plan)",

@@ -64,16 +64,17 @@ class SearchProgress:
         self.counts[event.state] = self.counts.get(event.state, 0) + 1
         feasible = event.state == "complete" and all(v <= 0 for v in event.constraints.values())
         if feasible and self.metric in event.metrics:
-            value = event.metrics[self.metric]
-            if self.best is None or value > self.best[0]:
-                self.best = (value, event.metrics.get("macs_ratio"), event.number)
+            # the cheapest plan that meets every constraint (then the most accurate)
+            candidate = (event.metrics[self.metric], event.metrics.get("macs_ratio"), event.number)
+            if self.best is None or _cheaper(candidate, self.best):
+                self.best = candidate
         if self._progress is None:
             return
-        text = f"trial {event.number} {event.state}"
+        text = f"#{event.number} {event.state}"
         if self.best is not None:
             value, macs, number = self.best
-            text += f" | best {self.metric} {value:.2f} (#{number}"
-            text += f", {macs:.2f}x MACs)" if macs is not None else ")"
+            text += f" | best #{number}: {self.metric} {value:.2f}"
+            text += f", {macs:.2f}x MACs" if macs is not None else ""
         self._progress.update(self._task, completed=self._done(), description=text)
 
     def __exit__(
@@ -84,3 +85,8 @@ class SearchProgress:
     ) -> None:
         if self._progress is not None:
             self._progress.__exit__(exc_type, exc, tb)
+
+
+def _cheaper(a: tuple[float, float | None, int], b: tuple[float, float | None, int]) -> bool:
+    """Lower MACs ratio first, then the higher metric."""
+    return (a[1] if a[1] is not None else 1.0, -a[0]) < (b[1] if b[1] is not None else 1.0, -b[0])

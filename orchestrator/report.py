@@ -161,7 +161,7 @@ def pareto_table(summary: Mapping[str, Any]) -> Table:
         metrics: Mapping[str, Any] = trial.get("metrics") or {}
         cells = [_fmt(metrics.get(o.metric)) for o in objectives]
         cells += [_ratio(metrics.get(key), baseline.get(key)) for key, _ in ratios]
-        table.add_row(str(trial.get("number", "?")), *cells, str(trial.get("plan") or ""))
+        table.add_row(str(trial.get("number", "?")), *cells, _short_path(trial.get("plan")))
     return table
 
 
@@ -328,3 +328,14 @@ def _fmt(value: Any) -> str:
 def _ratio(value: Any, base: Any) -> str:
     a, b = _number(value), _number(base)
     return "-" if a is None or not b else f"{a / b:.3f}"
+
+
+def _short_path(path: object) -> str:
+    """A plan path relative to the working directory when it is below it."""
+    if not path:
+        return ""
+    full = Path(str(path))
+    try:
+        return str(full.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(full)

@@ -461,9 +461,6 @@ def run_search(policy: Policy, registry: PluginRegistry, settings: SearchSetting
 
     The summary's ``interrupted`` is true when Ctrl-C stopped the search early.
     """
-    import logging
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     search = Search(policy, registry, settings)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)

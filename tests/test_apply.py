@@ -100,3 +100,20 @@ def test_console_script_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "ok" in done.stdout
+
+
+def test_bare_plan_applies_with_a_policy(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("layers:\n  features.conv2: {prune_ratio: 0.5}\n")
+    result = CliRunner().invoke(app, ["apply", str(plan), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "--policy" in result.output
+
+    policy = POLICIES / "digits-apply.yaml"
+    args = ["apply", str(plan), "--policy", str(policy), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["layers"]["features.conv2"]["prune_ratio"] == 0.5
+    assert metrics["layers"]["features.conv1"]["prune_ratio"] == 0.0
+    assert metrics["compressed"]["macs"] < metrics["baseline"]["macs"]

@@ -208,3 +208,31 @@ def test_hopeless_trials_are_gated_during_recovery(tmp_path: Path) -> None:
     summary = run_search(policy, load_registry(), settings)
     assert summary["counts"]["gated"] == 2
     assert all(t["constraints"]["max_accuracy_drop"] > 0 for t in summary["trials"])
+
+
+BITS_ONLY = """\
+schema_version: 1
+task: digits-cnn
+pipeline:
+  quantizer: torch-int8
+search:
+  space:
+    - layers: ["*"]
+      bits: [8, 32]
+  sampler: {sampler}
+  reference_plans: false
+measure:
+  rounds: 3
+  batch_sizes: [8]
+"""
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "gp"])
+def test_every_builtin_sampler_drives_a_search(sampler: str, tmp_path: Path) -> None:
+    path = tmp_path / "bits.yaml"
+    path.write_text(BITS_ONLY.format(sampler=sampler))
+    policy = load_policy(path)
+    settings = SearchSettings.resolve(policy, budget="3", runs_dir=tmp_path, track=False, progress=False)
+    summary = run_search(policy, load_registry(), settings)
+    assert summary["counts"]["complete"] == 3
+    assert summary["pareto"]
