@@ -195,6 +195,12 @@ class Search:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        with budget_lock(self.settings.storage):  # several workers may create the tables at once
+            return self._create_study()
+
+    def _create_study(self) -> optuna.Study:
+        import optuna
+
         storage = open_storage(self.settings.storage)
         directions = [o.direction for o in self.spec.objectives]
         try:
@@ -232,20 +238,22 @@ class Search:
         self._check_space(self.space)
         self._check_objectives(baseline)
         study = self._open_study()
-        self._record_study(study, baseline)
+        with budget_lock(self.settings.storage):
+            self._record_study(study, baseline)
         tracker = self._start_tracking()
         try:
-            self.registry.notify(
-                "orchestrator_search_started",
-                event=SearchStarted(
-                    study_name=self.settings.study,
-                    storage=self.settings.storage,
-                    output_dir=self.out_dir,
-                    policy=self.policy.model_dump(mode="json"),
-                    baseline=dict(baseline.metrics),
-                    policy_path=self.policy.path,
-                ),
-            )
+            with budget_lock(self.settings.tracking_uri or ""):  # one process creates MLflow's tables
+                self.registry.notify(
+                    "orchestrator_search_started",
+                    event=SearchStarted(
+                        study_name=self.settings.study,
+                        storage=self.settings.storage,
+                        output_dir=self.out_dir,
+                        policy=self.policy.model_dump(mode="json"),
+                        baseline=dict(baseline.metrics),
+                        policy_path=self.policy.path,
+                    ),
+                )
             try:
                 self._loop(study)
             except KeyboardInterrupt:

@@ -36,7 +36,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 @contextmanager
 def budget_lock(url: str) -> Iterator[None]:
-    """Serialize "count trials, then start one" between processes sharing a sqlite storage."""
+    """Serialize work on a sqlite database between processes on this machine.
+
+    Used around "count trials, then start one" (so a shared budget is exact), around creating the
+    database's tables and the study, and around creating the MLflow parent run. A no-op for server
+    databases, whose transactions do the work.
+    """
     path = _sqlite_path(url)
     if path is None:
         yield
