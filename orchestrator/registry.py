@@ -88,7 +88,8 @@ class ComponentRegistry:
         existing = self._items[kind].get(name)
         if existing is not None:
             raise DuplicateComponentError(kind, name, existing.plugin, plugin)
-        summary = cls.summary or (cls.__doc__ or "").strip().splitlines()[0:1]
+        doc = (cls.__doc__ or "").strip().splitlines()
+        summary = cls.summary or (doc[0] if doc else "")
         self._items[kind][name] = ComponentInfo(
             kind=kind,
             name=name,
@@ -96,7 +97,7 @@ class ComponentRegistry:
             plugin=plugin,
             distribution=distribution,
             version=version,
-            summary=summary if isinstance(summary, str) else "".join(summary),
+            summary=summary,
         )
         return cls
 
