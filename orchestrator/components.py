@@ -99,6 +99,8 @@ class Scorer(Component[OptionsT]):
     kind: ClassVar[ComponentKind] = "scorer"
     #: whether ``score`` fills ``Scores.channels``
     per_channel: ClassVar[bool] = False
+    #: what it scores: compressible ``layers`` (conv/linear/embedding) or droppable ``blocks``
+    targets: ClassVar[Literal["layers", "blocks"]] = "layers"
 
     @abstractmethod
     def score(self, model: nn.Module, task: Task[Any], layers: Sequence[str]) -> Scores:
@@ -123,7 +125,15 @@ class Pruner(Component[OptionsT]):
         *,
         scores: Scores | None = None,
     ) -> nn.Module:
-        """Return the pruned model (``model`` may be changed in place)."""
+        """Return the pruned model (``model`` may be changed in place).
+
+        The pruner acts on the decisions it handles (``prune_ratio`` for a channel pruner, ``drop`` for a
+        depth pruner) and leaves the others to the next pruner of the pipeline.
+        """
+
+    def metrics(self, model: nn.Module) -> dict[str, float]:
+        """Extra metrics of the final model this pruner can vouch for (e.g. ``sparsity``)."""
+        return {}
 
 
 class Quantizer(Component[OptionsT]):
@@ -142,6 +152,10 @@ class Quantizer(Component[OptionsT]):
     @abstractmethod
     def quantize(self, model: nn.Module, plan: CompressionPlan, task: Task[Any]) -> nn.Module:
         """Return the quantized model; layers whose bits are None or 32 stay float."""
+
+    def metrics(self, model: nn.Module) -> dict[str, float]:
+        """Extra metrics of the quantized model this quantizer can vouch for."""
+        return {}
 
 
 class RecoveryStopped(Exception):  # noqa: N818 - it is a signal, not an error

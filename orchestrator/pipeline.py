@@ -67,7 +67,7 @@ class Pipeline:
     """The components of one policy, ready to apply plans to the task's model."""
 
     task: Task[Any]
-    pruner: Pruner[Any] | None = None
+    pruners: list[Pruner[Any]] = field(default_factory=list)
     distiller: Distiller[Any] | None = None
     quantizer: Quantizer[Any] | None = None
     scorer: Scorer[Any] | None = None
@@ -78,9 +78,13 @@ class Pipeline:
     def from_policy(cls, policy: Policy, registry: PluginRegistry) -> Pipeline:
         policy.check_components(registry.components)
         comps = registry.components
-        made: dict[str, Any] = {}
-        for kind, spec in policy.pipeline.steps():
-            made[kind] = comps.create(kind, spec.name, spec.options)
+        made: dict[str, Any] = {"pruners": []}
+        for kind, spec, _ in policy.pipeline.steps():
+            component = comps.create(kind, spec.name, spec.options)
+            if kind == "pruner":
+                made["pruners"].append(component)
+            else:
+                made[kind] = component
         task = comps.create("task", policy.task.name, policy.task.options)
         assert isinstance(task, Task)
         return cls(task=task, measure=policy.measure, seed=policy.seed, **made)
@@ -113,10 +117,14 @@ class Pipeline:
         kept.check_layers(compressible)
         if plan.dropped():  # whole blocks may be dropped, not only compressible layers
             plan.check_layers([n for n, _ in model.named_modules() if n])
-        if (plan.prune_ratios() or plan.dropped()) and self.pruner is None:
-            raise PlanError("the plan prunes layers but the policy has no pipeline.pruner")
-        if plan.dropped() and self.pruner is not None and not self.pruner.handles_drop:
-            raise PlanError(f"pruner '{self.pruner.name}' cannot drop layers ({', '.join(plan.dropped())})")
+        if plan.prune_ratios() and all(p.handles_drop for p in self.pruners):
+            raise PlanError("the plan prunes channels but the policy has no channel pruner")
+        if plan.dropped() and not any(p.handles_drop for p in self.pruners):
+            names = ", ".join(p.name for p in self.pruners) or "none"
+            raise PlanError(
+                f"the plan drops {', '.join(plan.dropped())} but no pruner of the policy drops layers "
+                f"(pruners: {names}); add the 'depth' pruner"
+            )
         bits = plan.bits()
         if bits and self.quantizer is None:
             raise PlanError("the plan sets bits but the policy has no pipeline.quantizer")
@@ -134,8 +142,12 @@ class Pipeline:
         """A pruned copy of the baseline (a plain copy if the plan prunes nothing)."""
         self.check_plan(plan, baseline.model)
         student = copy.deepcopy(baseline.model)
-        if self.pruner is not None and (plan.prune_ratios() or plan.dropped()):
-            student = self.pruner.prune(student, plan, self.task, scores=self.scores(baseline))
+        if plan.prune_ratios() or plan.dropped():
+            scores = self.scores(baseline)
+            for pruner in self.pruners:
+                student = pruner.prune(student, plan, self.task, scores=scores)
+                if pruner.handles_drop:  # what was inside a dropped block is gone
+                    plan = plan.without_dropped_descendants()
         return student.eval()
 
     def compress(
@@ -171,6 +183,10 @@ class Pipeline:
             params=params,
             theoretical_bytes=theoretical_bytes(student, bits),
         )
+        for pruner in self.pruners:
+            metrics.update(pruner.metrics(model))
+        if self.quantizer is not None:
+            metrics.update(self.quantizer.metrics(model))
         layers = {
             name: {
                 "type": type(module).__name__,

@@ -67,6 +67,12 @@ class CompressionPlan(BaseModel):
     def dropped(self) -> list[str]:
         return [n for n, d in self.layers.items() if d.drop]
 
+    def without_dropped_descendants(self) -> CompressionPlan:
+        """The plan without decisions for layers inside a dropped block (they are gone with it)."""
+        dropped = self.dropped()
+        kept = {n: d for n, d in self.layers.items() if not any(n.startswith(f"{b}.") for b in dropped)}
+        return self if len(kept) == len(self.layers) else CompressionPlan(layers=kept)
+
     @property
     def is_identity(self) -> bool:
         return all(d.is_noop for d in self.layers.values())

@@ -61,13 +61,24 @@ class PipelineSpec(StrictModel):
     """Which component does each step. A missing step is skipped."""
 
     scorer: ComponentSpec | None = None
-    pruner: ComponentSpec | None = None
+    pruner: ComponentSpec | list[ComponentSpec] | None = Field(
+        default=None,
+        description="One pruner, or several applied in order (e.g. depth, then torch-pruning).",
+    )
     distiller: ComponentSpec | None = None
     quantizer: ComponentSpec | None = None
 
-    def steps(self) -> list[tuple[ComponentKind, ComponentSpec]]:
+    def steps(self) -> list[tuple[ComponentKind, ComponentSpec, tuple[str | int, ...]]]:
+        """(kind, spec, location in the policy) of every component, pruners in order."""
+        out: list[tuple[ComponentKind, ComponentSpec, tuple[str | int, ...]]] = []
         kinds: tuple[ComponentKind, ...] = ("scorer", "pruner", "distiller", "quantizer")
-        return [(k, s) for k in kinds if (s := getattr(self, k)) is not None]
+        for kind in kinds:
+            spec = getattr(self, kind)
+            if isinstance(spec, list):
+                out += [(kind, item, ("pipeline", kind, i)) for i, item in enumerate(spec)]
+            elif spec is not None:
+                out.append((kind, spec, ("pipeline", kind)))
+        return out
 
 
 class MeasureSpec(StrictModel):
@@ -213,8 +224,10 @@ class Policy(StrictModel):
 
     def check_components(self, registry: ComponentRegistry) -> None:
         """Check that every named component exists and that its options are valid."""
-        entries: list[tuple[ComponentKind, ComponentSpec, tuple[str, ...]]] = [("task", self.task, ("task",))]
-        entries += [(k, s, ("pipeline", k)) for k, s in self.pipeline.steps()]
+        entries: list[tuple[ComponentKind, ComponentSpec, tuple[str | int, ...]]] = [
+            ("task", self.task, ("task",))
+        ]
+        entries += self.pipeline.steps()
         if self.search is not None:
             entries.append(("sampler", self.search.sampler, ("search", "sampler")))
         for kind, spec, loc in entries:
@@ -222,7 +235,7 @@ class Policy(StrictModel):
                 cls = registry.get(kind, spec.name)
             except UnknownComponentError as exc:
                 field = (*loc, "name")
-                where = location(self._path, self.line_of(field), ".".join(field))
+                where = location(self._path, self.line_of(field), ".".join(map(str, field)))
                 raise exc.with_location(where) from None
             try:
                 cls.Options.model_validate(spec.options)

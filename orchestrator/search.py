@@ -167,7 +167,7 @@ class Search:
                 )
             searched = isinstance(rule.prune_ratio, tuple) and rule.prune_ratio[1] > 0
             if (searched or (not isinstance(rule.prune_ratio, tuple) and rule.prune_ratio > 0)) and (
-                self.pipeline.pruner is None
+                not self.pipeline.pruners
             ):
                 raise self.policy.error(
                     "the rule prunes but the policy has no pipeline.pruner",
