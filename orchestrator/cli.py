@@ -211,6 +211,46 @@ def report(
     _print_summary(summary, out)
 
 
+@app.command()
+def score(
+    policy: Annotated[Path, typer.Argument(help="Policy naming the task (and maybe a scorer).")],
+    scorer: Annotated[
+        str | None, typer.Option(help="Scorer to use (default: the policy's pipeline.scorer).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write a bar chart of the scores (PNG).")] = None,
+) -> None:
+    """Score every layer (or droppable block) of the task's model: importance, params, MACs, rank."""
+    from orchestrator.policy import load_policy
+    from orchestrator.scoring import score_model, write_score_plot
+
+    with _user_errors():
+        loaded = load_policy(policy)
+        _scores, rows = score_model(loaded, _registry(), scorer)
+    name = scorer or (loaded.pipeline.scorer.name if loaded.pipeline.scorer else "")
+    if plot is not None:
+        write_score_plot(rows, plot, title=f"{name} scores of {loaded.task.name}")
+    if as_json:
+        typer.echo(json.dumps({"scorer": name, "task": loaded.task.name, "layers": rows}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("layer", "type", "params", "MACs", "score", "rank", title=f"{name} on {loaded.task.name}")
+    for row in rows:
+        table.add_row(
+            row["layer"],
+            row["type"],
+            f"{row['params']:,}",
+            f"{row['macs']:,}",
+            f"{row['score']:.4g}",
+            str(row["rank"]),
+        )
+    Console(file=sys.stdout).print(table)
+    if plot is not None:
+        typer.echo(f"wrote {plot}")
+
+
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
     from rich.console import Console
 

@@ -28,6 +28,7 @@ __all__ = [
     "compare_latency",
     "count_macs_params",
     "latency_metrics",
+    "layer_costs",
     "load_average",
     "theoretical_bytes",
     "threads",
@@ -54,6 +55,24 @@ def count_macs_params(model: nn.Module, example_inputs: tuple[Any, ...]) -> tupl
     with torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(model, example_inputs)
     return int(macs), int(params)
+
+
+def layer_costs(model: nn.Module, example_inputs: tuple[Any, ...]) -> dict[str, tuple[int, int]]:
+    """(MACs, params) of every named module for one forward pass; a container sums its children."""
+    import torch
+    import torch_pruning as tp
+
+    with torch.no_grad():
+        _, _, flops, _params = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
+    out: dict[str, tuple[int, int]] = {}
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        leaves = [m for m in module.modules() if not list(m.children())]
+        macs = sum(int(flops.get(m) or 0) for m in leaves)
+        count = sum(p.numel() for p in module.parameters())
+        out[name] = (macs, count)
+    return out
 
 
 @contextmanager

@@ -23,6 +23,7 @@ __all__ = [
     "ComponentSpec",
     "Constraints",
     "Objective",
+    "PriorsSpec",
     "SearchRule",
     "SearchSpec",
     "MeasureSpec",
@@ -165,6 +166,21 @@ class GateSpec(StrictModel):
     margin: float = Field(default=5.0, ge=0)
 
 
+class PriorsSpec(StrictModel):
+    """Score-shaped search: layer scores narrow the ratio ranges and order the drop candidates."""
+
+    scorer: ComponentSpec | None = Field(
+        default=None, description="Scorer whose per-layer scores shrink ratio ranges (e.g. sensitivity)."
+    )
+    drop_scorer: ComponentSpec | None = Field(
+        default=None, description="Scorer that orders droppable blocks, least important first (e.g. cka)."
+    )
+    strength: float = Field(
+        default=0.8, ge=0, le=1, description="How much the most important layer's maximum ratio shrinks."
+    )
+    warm_starts: int = Field(default=3, ge=0, le=5, description="Score-derived plans tried first.")
+
+
 class TrackingSpec(StrictModel):
     enabled: bool = True
     uri: str | None = Field(default=None, description="MLflow tracking URI; default sqlite in runs dir.")
@@ -188,6 +204,7 @@ class SearchSpec(StrictModel):
         default=True, description="Start with uniform, all-int8 and unchanged plans."
     )
     gate: GateSpec = Field(default_factory=GateSpec)
+    priors: PriorsSpec | None = None
     budget: str | int | None = Field(default=None, description="Trials (20) or wall time (90s, 30m, 2h).")
     study: str | None = None
     storage: str | None = None
@@ -230,6 +247,11 @@ class Policy(StrictModel):
         entries += self.pipeline.steps()
         if self.search is not None:
             entries.append(("sampler", self.search.sampler, ("search", "sampler")))
+            priors = self.search.priors
+            for field_name in ("scorer", "drop_scorer"):
+                spec = getattr(priors, field_name) if priors else None
+                if spec is not None:
+                    entries.append(("scorer", spec, ("search", "priors", field_name)))
         for kind, spec, loc in entries:
             try:
                 cls = registry.get(kind, spec.name)

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.budget import Budget, parse_budget
-from orchestrator.components import RecoveryStopped, SamplerFactory
+from orchestrator.components import RecoveryStopped, SamplerFactory, Scorer
 from orchestrator.errors import OrchestratorError, PolicyError
 from orchestrator.events import SearchFinished, SearchStarted, TrialFinished, TrialState
 from orchestrator.measure import count_macs_params, theoretical_bytes
 from orchestrator.pipeline import Baseline, Pipeline
-from orchestrator.space import SearchSpace
+from orchestrator.space import SearchSpace, rank_importance
 from orchestrator.storage import budget_lock, default_storage_url, open_storage
 from orchestrator.summary import STATE_ATTR, write_outputs
 
@@ -234,12 +234,13 @@ class Search:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         baseline = self.pipeline.baseline(self.out_dir)
         self.baseline = baseline
-        self.space = SearchSpace.from_policy(self.policy, baseline.model)
-        self._check_space(self.space)
+        space = SearchSpace.from_policy(self.policy, baseline.model)
+        self._check_space(space)
         self._check_objectives(baseline)
         study = self._open_study()
         with budget_lock(self.settings.storage):
-            self._record_study(study, baseline)
+            self.space, enqueue = self._shape(study, space, baseline)
+            self._record_study(study, baseline, enqueue)
         tracker = self._start_tracking()
         try:
             with budget_lock(self.settings.tracking_uri or ""):  # one process creates MLflow's tables
@@ -270,7 +271,51 @@ class Search:
                 self.registry.remove_observer(tracker)
         return summary
 
-    def _record_study(self, study: optuna.Study, baseline: Baseline) -> None:
+    def _shape(
+        self, study: optuna.Study, space: SearchSpace, baseline: Baseline
+    ) -> tuple[SearchSpace, list[dict[str, Any]]]:
+        """Apply the policy's priors; return the space and the plans to try first.
+
+        Scores are computed once per study and kept in its storage, so resumed runs and other workers
+        shape the space the same way. Reference plans use the unshaped ranges, so they are the same
+        with and without priors.
+        """
+        priors = self.spec.priors
+        enqueue: list[dict[str, Any]] = []
+        if priors is None:
+            if self.spec.reference_plans:
+                enqueue = space.reference_params()
+            return space, enqueue
+        if priors.drop_scorer is not None:
+            order = study.user_attrs.get("prior_drop_order")
+            if order is None:
+                scores = self._prior_scores(priors.drop_scorer.name, priors.drop_scorer.options, baseline)
+                order = sorted(scores, key=lambda n: scores[n])
+                study.set_user_attr("prior_drop_order", order)
+            space = space.ordered_drops(order)
+        if self.spec.reference_plans:
+            enqueue = space.reference_params()
+        if priors.scorer is not None:
+            layer_scores: dict[str, float] | None = study.user_attrs.get("prior_scores")
+            if layer_scores is None:
+                layer_scores = self._prior_scores(priors.scorer.name, priors.scorer.options, baseline)
+                study.set_user_attr("prior_scores", layer_scores)
+            space = space.narrowed(rank_importance(layer_scores), strength=priors.strength)
+        enqueue += [p for p in space.warm_start_params(priors.warm_starts) if p not in enqueue]
+        return space, enqueue
+
+    def _prior_scores(self, name: str, options: dict[str, Any], baseline: Baseline) -> dict[str, float]:
+        import copy
+
+        from orchestrator.scoring import targets_of
+
+        scorer = self.registry.components.create("scorer", name, options)
+        assert isinstance(scorer, Scorer)
+        model = copy.deepcopy(baseline.model)
+        targets = targets_of(scorer, model, self.pipeline.task.example_inputs(1))
+        return {k: float(v) for k, v in scorer.score(model, self.pipeline.task, targets).layers.items()}
+
+    def _record_study(self, study: optuna.Study, baseline: Baseline, enqueue: list[dict[str, Any]]) -> None:
         if "policy" in study.user_attrs:
             return
         study.set_user_attr("policy", self.policy.to_yaml())
@@ -278,9 +323,8 @@ class Search:
         study.set_user_attr("objectives", [o.model_dump() for o in self.spec.objectives])
         study.set_user_attr("constraints", self.spec.constraints.model_dump(exclude_none=True))
         study.set_user_attr("baseline", {k: v for k, v in baseline.metrics.items() if math.isfinite(v)})
-        assert self.space is not None
-        if self.spec.reference_plans and not study.trials:
-            for params in self.space.reference_params():
+        if not study.trials:
+            for params in enqueue:
                 study.enqueue_trial(params, skip_if_exists=True)
 
     def _start_tracking(self) -> object | None:

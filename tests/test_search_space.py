@@ -95,3 +95,36 @@ def test_reference_plans_are_unchanged_int8_and_uniform() -> None:
         (pytest.approx(0.4), 8),
     ]
     assert all(r["block.drop"] is False for r in refs)
+
+
+def test_priors_shrink_the_range_of_important_layers() -> None:
+    space = _space()
+    importance = {"conv2": 1.0, "conv3": 0.0}
+    shaped = {s.layer: s for s in space.narrowed(importance, strength=0.8).layers}
+    assert shaped["conv3"].ratio_high == pytest.approx(0.8)
+    assert shaped["conv2"].ratio_high == pytest.approx(0.1)  # 0.8 * 0.2 = 0.16, on the 0.1 grid
+    assert shaped["conv2"].ratio_low == 0.0
+
+
+def test_ordered_drops_offer_the_least_important_blocks_first() -> None:
+    class Blocks(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.b = nn.Linear(4, 4)
+            self.c = nn.Linear(4, 4)
+
+    text = (
+        "schema_version: 1\ntask: digits-cnn\nsearch:\n  space:\n"
+        "    - layers: ['*']\n      drop: [false, true]\n      bits: [8, 32]\n"
+    )
+    space = SearchSpace.from_policy(parse_policy(text), Blocks()).ordered_drops(["b", "c", "a"])
+    study = optuna.create_study()
+    study.enqueue_trial({"drop.count": 2, "a.bits": 8})
+    trial = study.ask()
+    plan = space.sample(trial)
+    assert plan.dropped() == ["b", "c"]
+    assert plan.layers["a"].bits == 8
+    assert set(trial.params) == {"drop.count", "a.bits"}
+    warm = space.warm_start_params(3)
+    assert [p["drop.count"] for p in warm] == [0, 1, 2]
