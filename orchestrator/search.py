@@ -229,8 +229,11 @@ class Search:
         return study
 
     # -- the loop -------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        """Run trials until the budget is spent, then write and return the summary."""
+    def run(self, *, stop: Callable[[TrialFinished], bool] | None = None) -> dict[str, Any]:
+        """Run trials until the budget is spent (or ``stop`` returns true after a trial).
+
+        Returns the summary, which is also written to ``runs_dir/<study>``.
+        """
         self.out_dir.mkdir(parents=True, exist_ok=True)
         baseline = self.pipeline.baseline(self.out_dir)
         self.baseline = baseline
@@ -256,7 +259,7 @@ class Search:
                     ),
                 )
             try:
-                self._loop(study)
+                self._loop(study, stop)
             except KeyboardInterrupt:
                 self.interrupted = True  # the running trial is recorded as failed; keep what is done
             summary = write_outputs(study, self.out_dir)
@@ -351,7 +354,7 @@ class Search:
                     return None
             return study.ask()
 
-    def _loop(self, study: optuna.Study) -> None:
+    def _loop(self, study: optuna.Study, stop: Callable[[TrialFinished], bool] | None) -> None:
         from orchestrator.progress import SearchProgress
 
         budget = self.settings.budget
@@ -362,6 +365,8 @@ class Search:
             while (trial := self._next_trial(study, deadline)) is not None:
                 event = self._run_trial(study, trial)
                 progress.update(event)
+                if stop is not None and stop(event):
+                    break
 
     def _run_trial(self, study: optuna.Study, trial: optuna.Trial) -> TrialFinished:
         import optuna
