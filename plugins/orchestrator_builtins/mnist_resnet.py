@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -55,19 +56,26 @@ class MnistDataMissingError(OrchestratorError):
 # -- data ----------------------------------------------------------------------------------------------
 
 
+_CORE_GLOBALS = {
+    ("multiarray", "_reconstruct"),
+    ("multiarray", "scalar"),
+    ("numeric", "_frombuffer"),
+}
+
+
 def _numpy_global(module: str, name: str) -> Any:
-    """The numpy object a pickle of arrays names, under its numpy 1 or numpy 2 module path."""
+    """The numpy object a pickle of arrays names (numpy 1 or 2 module path); None if not allowed."""
     import numpy as np
 
-    if name in ("ndarray", "dtype") and module == "numpy":
+    if module == "numpy" and name in ("ndarray", "dtype"):
         return getattr(np, name)
-    if name in ("_reconstruct", "scalar") and module in (
-        "numpy.core.multiarray",
-        "numpy._core.multiarray",
-    ):
-        from numpy._core import multiarray
-
-        return getattr(multiarray, name)
+    package, _, sub = module.rpartition(".")
+    if package in ("numpy.core", "numpy._core") and (sub, name) in _CORE_GLOBALS:
+        try:
+            core = importlib.import_module(f"numpy._core.{sub}")
+        except ImportError:  # numpy 1
+            core = importlib.import_module(f"numpy.core.{sub}")
+        return getattr(core, name)
     if module == "numpy.dtypes" and name.endswith("DType"):
         return getattr(np.dtypes, name)
     return None
