@@ -292,7 +292,9 @@ class Search:
         if priors.drop_scorer is not None:
             order = study.user_attrs.get("prior_drop_order")
             if order is None:
-                scores = self._prior_scores(priors.drop_scorer.name, priors.drop_scorer.options, baseline)
+                scores = self._prior_scores(
+                    priors.drop_scorer.name, priors.drop_scorer.options, baseline, space
+                )
                 order = sorted(scores, key=lambda n: scores[n])
                 study.set_user_attr("prior_drop_order", order)
             space = space.ordered_drops(order)
@@ -301,13 +303,16 @@ class Search:
         if priors.scorer is not None:
             layer_scores: dict[str, float] | None = study.user_attrs.get("prior_scores")
             if layer_scores is None:
-                layer_scores = self._prior_scores(priors.scorer.name, priors.scorer.options, baseline)
+                layer_scores = self._prior_scores(priors.scorer.name, priors.scorer.options, baseline, space)
                 study.set_user_attr("prior_scores", layer_scores)
             space = space.narrowed(rank_importance(layer_scores), strength=priors.strength)
         enqueue += [p for p in space.warm_start_params(priors.warm_starts) if p not in enqueue]
         return space, enqueue
 
-    def _prior_scores(self, name: str, options: dict[str, Any], baseline: Baseline) -> dict[str, float]:
+    def _prior_scores(
+        self, name: str, options: dict[str, Any], baseline: Baseline, space: SearchSpace
+    ) -> dict[str, float]:
+        """Scores of the layers (or blocks) of ``space`` on the baseline."""
         import copy
 
         from orchestrator.scoring import targets_of
@@ -315,7 +320,8 @@ class Search:
         scorer = self.registry.components.create("scorer", name, options)
         assert isinstance(scorer, Scorer)
         model = copy.deepcopy(baseline.model)
-        targets = targets_of(scorer, model, self.pipeline.task.example_inputs(1))
+        wanted = {layer.layer for layer in space.layers}
+        targets = [t for t in targets_of(scorer, model, self.pipeline.task.example_inputs(1)) if t in wanted]
         return {k: float(v) for k, v in scorer.score(model, self.pipeline.task, targets).layers.items()}
 
     def _record_study(self, study: optuna.Study, baseline: Baseline, enqueue: list[dict[str, Any]]) -> None:
