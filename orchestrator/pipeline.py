@@ -117,8 +117,15 @@ class Pipeline:
         kept.check_layers(compressible)
         if plan.dropped():  # whole blocks may be dropped, not only compressible layers
             plan.check_layers([n for n, _ in model.named_modules() if n])
-        if plan.prune_ratios() and all(p.handles_drop for p in self.pruners):
-            raise PlanError("the plan prunes channels but the policy has no channel pruner")
+        ratio_pruners = [p.name for p in self.pruners if not p.handles_drop]
+        if plan.prune_ratios() and not ratio_pruners:
+            raise PlanError("the plan sets prune_ratio but the policy has no channel or weight pruner")
+        if len(ratio_pruners) > 1:
+            raise PlanError(
+                f"pruners {', '.join(ratio_pruners)} would each apply every prune_ratio; "
+                "keep one of them (a depth pruner may stand beside it)",
+                field="pipeline.pruner",
+            )
         if plan.dropped() and not any(p.handles_drop for p in self.pruners):
             names = ", ".join(p.name for p in self.pruners) or "none"
             raise PlanError(
