@@ -149,4 +149,6 @@ def test_apoz_scores_drive_the_pruner_to_remove_dead_channels(registry, digits_t
     kept_bias = pruned.get_submodule("features.bn1").bias
     assert len(kept_bias) == 28
     assert bool((kept_bias > -1e3).all())  # every dead channel is gone
-    assert digits_task.evaluate(pruned)["accuracy"] == pytest.approx(digits_task.evaluate(model)["accuracy"], abs=0.5)
+    assert digits_task.evaluate(pruned)["accuracy"] == pytest.approx(
+        digits_task.evaluate(model)["accuracy"], abs=0.5
+    )
