@@ -3,10 +3,21 @@
 Each layer's ``prune_ratio`` from the plan removes that fraction of its output channels; every layer
 coupled to it (BatchNorm, the next layer's inputs, the other members of a residual sum) is pruned
 consistently, so the model really becomes smaller.
+
+With the ``slimming`` option the pruner first fine-tunes the model with a sparsity regulariser on the task's
+training data (network slimming: L1 on BatchNorm scales, or torch-pruning's group-norm regulariser), then
+prunes the regularised model. With ``method: bn-l1`` channels are ranked by BatchNorm scale unless
+``importance`` is given explicitly (layers without a BatchNorm, such as linear layers, by weight magnitude);
+with ``method: group`` the default ``importance: magnitude`` (p=2) is the group L2 norm the regulariser
+shrinks. The regularised weights do not depend on the plan: the pruner instance keeps the last result, keyed
+on a digest of the incoming model's state dict, the task's name and options and the pruner's options, and
+reuses it for every later plan on the same baseline (a search prunes copies of one baseline).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sized
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -23,6 +34,27 @@ from orchestrator import (
 from orchestrator.layers import compressible_layers, output_layers
 
 
+class SlimmingOptions(ComponentOptions):
+    """Sparsity-regularised fine-tuning before pruning (SGD, momentum 0.9, cosine decay to 0).
+
+    The defaults are the published coefficient and a gentle learning rate: safe on any dataset, but weak on
+    a short run over little data. How far channels are driven to zero grows with ``l1 * lr * steps``; on
+    ``digits-cnn`` (21 steps per epoch), ``{method: group, l1: 0.03, epochs: 3, lr: 0.05}`` or
+    ``{l1: 0.05, epochs: 5, lr: 0.1}`` give a visible effect. Too much of it collapses the model.
+    """
+
+    #: ``bn-l1``: L1 on BatchNorm scales (network slimming, Liu et al. 2017); ``group``: torch-pruning's
+    #: group-norm regulariser (DepGraph, ``GroupNormPruner``), which shrinks whole coupled groups
+    method: Literal["bn-l1", "group"] = "bn-l1"
+    #: passes over the training data (fractions allowed)
+    epochs: float = Field(default=1.0, gt=0)
+    #: regularisation coefficient (the L1 weight for ``bn-l1``, the group penalty for ``group``)
+    l1: float = Field(default=1e-4, gt=0)
+    #: peak learning rate
+    lr: float = Field(default=0.01, gt=0)
+    seed: int = 0
+
+
 class TorchPruningOptions(ComponentOptions):
     #: channel importance: weight magnitude, first-order Taylor, BatchNorm scale, LAMP, or the
     #: per-channel scores of the pipeline's scorer
@@ -34,6 +66,8 @@ class TorchPruningOptions(ComponentOptions):
     ignored_layers: list[str] = Field(default_factory=list)
     #: batches used to compute gradients for ``importance: taylor``
     taylor_batches: int = Field(default=4, ge=1)
+    #: fine-tune with a sparsity regulariser before pruning (None: prune the model as given)
+    slimming: SlimmingOptions | None = None
 
 
 class TorchPruningPruner(Pruner[TorchPruningOptions]):
@@ -41,6 +75,11 @@ class TorchPruningPruner(Pruner[TorchPruningOptions]):
 
     name: ClassVar[str] = "torch-pruning"
     Options = TorchPruningOptions
+
+    def __init__(self, *, options: TorchPruningOptions | None = None) -> None:
+        super().__init__(options=options)
+        #: the last ``slimming`` result: (key of its inputs, regularised state dict)
+        self._slimmed: tuple[str, dict[str, Any]] | None = None
 
     def prune(
         self, model: Any, plan: CompressionPlan, task: Task[Any], *, scores: Scores | None = None
@@ -68,7 +107,9 @@ class TorchPruningPruner(Pruner[TorchPruningOptions]):
                     f"layer '{name}' is in the pruner's ignored_layers but the plan prunes it",
                     field=f"plan.layers.{name}.prune_ratio",
                 )
-        ignored = [layers[n] for n in {*outputs, *self.options.ignored_layers}]
+        ignored = [layers[n] for n in sorted({*outputs, *self.options.ignored_layers})]
+        if ratios and self.options.slimming is not None:
+            self._sparsify(model, task, ignored)
         importance = self._importance(model, scores)
         pruner = tp.pruner.MetaPruner(
             model,
@@ -85,12 +126,44 @@ class TorchPruningPruner(Pruner[TorchPruningOptions]):
         model.zero_grad(set_to_none=True)
         return model
 
+    def sparsify(self, model: Any, task: Task[Any]) -> Any:
+        """Fine-tune ``model`` in place with the ``slimming`` regulariser and return it (in eval mode).
+
+        This is what :meth:`prune` starts from when ``slimming`` is set; a model with the same state as the
+        last one (and the same task) gets the stored result instead of a new fine-tuning run.
+        """
+        if self.options.slimming is None:
+            raise PlanError("sparsify needs the pruner's slimming option", field="pipeline.pruner.options")
+        layers = compressible_layers(model)
+        outputs = output_layers(model, task.example_inputs(2))
+        names = sorted({*outputs, *self.options.ignored_layers})
+        return self._sparsify(model, task, [layers[n] for n in names])
+
+    def _sparsify(self, model: Any, task: Task[Any], ignored: list[Any]) -> Any:
+        slim = self.options.slimming
+        assert slim is not None
+        key = _slimming_key(model, task, self.options)
+        if self._slimmed is not None and self._slimmed[0] == key:
+            model.load_state_dict(self._slimmed[1])
+        else:
+            _regularized_finetune(model, task, slim, ignored)
+            self._slimmed = (key, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        return model.eval()
+
     def _importance(self, model: Any, scores: Scores | None) -> Any:
         import torch_pruning as tp
 
         choice = self.options.importance
+        slim = self.options.slimming
+        if slim is not None and "importance" not in self.options.model_fields_set and slim.method == "bn-l1":
+            choice = "bn-scale"
         if choice == "taylor":
             return tp.importance.TaylorImportance()
+        if choice == "bn-scale" and slim is not None:
+            # groups without a BatchNorm (e.g. a linear layer) are ranked by magnitude, not skipped
+            return _WithFallback(
+                tp.importance.BNScaleImportance(), tp.importance.MagnitudeImportance(p=self.options.p)
+            )
         if choice == "bn-scale":
             return tp.importance.BNScaleImportance()
         if choice == "lamp":
@@ -111,6 +184,84 @@ class TorchPruningPruner(Pruner[TorchPruningOptions]):
         for batch in task.calibration_data(self.options.taylor_batches):
             task.loss(model(*task.inputs(batch)), batch).backward()
         model.eval()
+
+
+def _slimming_key(model: Any, task: Task[Any], options: TorchPruningOptions) -> str:
+    """Digest of everything the regularised weights depend on: model state, task and pruner options."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    digest.update(f"{task.name}|{task.options.model_dump_json()}|{options.model_dump_json()}".encode())
+    for name, tensor in model.state_dict().items():
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"|{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _regularizer(model: Any, task: Task[Any], slim: SlimmingOptions, ignored: list[Any]) -> Any:
+    """The torch-pruning pruner whose ``regularize(model)`` adds the sparsity term to the gradients."""
+    import torch_pruning as tp
+
+    example = task.example_inputs(2)
+    if slim.method == "group":
+        importance = tp.importance.GroupMagnitudeImportance(p=2)
+        return tp.pruner.GroupNormPruner(
+            model, example, importance=importance, reg=slim.l1, pruning_ratio=0.0, ignored_layers=ignored
+        )
+    return tp.pruner.BNScalePruner(
+        model,
+        example,
+        importance=tp.importance.BNScaleImportance(),
+        reg=slim.l1,
+        pruning_ratio=0.0,
+        ignored_layers=ignored,
+    )
+
+
+def _regularized_finetune(model: Any, task: Task[Any], slim: SlimmingOptions, ignored: list[Any]) -> None:
+    """Train ``model`` on the task loss plus the sparsity term, for ``slim.epochs`` passes."""
+    import torch
+
+    regularizer = _regularizer(model, task, slim, ignored)
+    data = task.train_data()
+    per_epoch = len(data) if isinstance(data, Sized) else sum(1 for _ in data)
+    total = math.ceil(slim.epochs * per_epoch)
+    if total == 0:
+        return
+    optimizer = torch.optim.SGD(model.parameters(), lr=slim.lr, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    step = 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(slim.seed)
+        model.train()
+        while step < total:
+            for batch in data:
+                loss = task.loss(model(*task.inputs(batch)), batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                regularizer.regularize(model)
+                optimizer.step()
+                schedule.step()
+                step += 1
+                if step >= total:
+                    break
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+
+class _WithFallback:
+    """A torch-pruning importance that asks ``fallback`` for groups ``primary`` cannot score."""
+
+    def __init__(self, primary: Any, fallback: Any) -> None:
+        self.primary = primary
+        self.fallback = fallback
+
+    def __call__(self, group: Any) -> Any:
+        found = self.primary(group)
+        return found if found is not None else self.fallback(group)
 
 
 class _ScoreImportance:
