@@ -126,3 +126,21 @@ def test_baseline_is_cached_on_disk(digits_task) -> None:  # type: ignore[no-unt
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert digits_task.evaluate(first)["accuracy"] > 95
+
+
+def test_bn_scale_importance_still_prunes_layers_without_batchnorm(registry, digits_task) -> None:  # type: ignore[no-untyped-def]
+    model = digits_task.build_model()
+    pruner = registry.components.create("pruner", "torch-pruning", {"importance": "bn-scale"})
+    pruner.prune(
+        model, _plan(classifier__fc1={"prune_ratio": 0.5}, features__conv2={"prune_ratio": 0.5}), digits_task
+    )
+    assert model.get_submodule("classifier.fc1").out_features == 64
+    assert model.get_submodule("features.conv2").out_channels == 32
+
+
+def test_taylor_importance_leaves_batchnorm_statistics_alone(registry, digits_task) -> None:  # type: ignore[no-untyped-def]
+    model = digits_task.build_model()
+    before = model.get_submodule("features.bn3").running_mean.clone()
+    pruner = registry.components.create("pruner", "torch-pruning", {"importance": "taylor"})
+    pruner.prune(model, _plan(features__conv2={"prune_ratio": 0.5}), digits_task)
+    assert torch.equal(model.get_submodule("features.bn3").running_mean, before)

@@ -159,13 +159,11 @@ class TorchPruningPruner(Pruner[TorchPruningOptions]):
             choice = "bn-scale"
         if choice == "taylor":
             return tp.importance.TaylorImportance()
-        if choice == "bn-scale" and slim is not None:
+        if choice == "bn-scale":
             # groups without a BatchNorm (e.g. a linear layer) are ranked by magnitude, not skipped
             return _WithFallback(
                 tp.importance.BNScaleImportance(), tp.importance.MagnitudeImportance(p=self.options.p)
             )
-        if choice == "bn-scale":
-            return tp.importance.BNScaleImportance()
         if choice == "lamp":
             return tp.importance.LAMPImportance(p=self.options.p)
         magnitude = tp.importance.MagnitudeImportance(p=self.options.p)
@@ -179,11 +177,11 @@ class TorchPruningPruner(Pruner[TorchPruningOptions]):
         return magnitude
 
     def _accumulate_gradients(self, model: Any, task: Task[Any]) -> None:
-        model.train()
+        # in eval mode: gradients flow, but BatchNorm running statistics stay those of the baseline
+        model.eval()
         model.zero_grad(set_to_none=True)
         for batch in task.calibration_data(self.options.taylor_batches):
             task.loss(model(*task.inputs(batch)), batch).backward()
-        model.eval()
 
 
 def _slimming_key(model: Any, task: Task[Any], options: TorchPruningOptions) -> str:
