@@ -228,6 +228,8 @@ def score(
         loaded = load_policy(policy)
         _scores, rows = score_model(loaded, _registry(), scorer)
     name = scorer or (loaded.pipeline.scorer.name if loaded.pipeline.scorer else "")
+    if not rows:
+        typer.echo(f"{name} found nothing to score in the model of {loaded.task.name}", err=True)
     if plot is not None:
         write_score_plot(rows, plot, title=f"{name} scores of {loaded.task.name}")
     if as_json:

@@ -49,6 +49,8 @@ def score_model(
     model = task.build_model().eval()
     example = task.example_inputs(1)
     targets = targets_of(scorer, model, example)
+    if not targets:  # e.g. a block scorer on a model without droppable blocks
+        return Scores(layers={}), []
     scores = scorer.score(model, task, targets)
     return scores, score_rows(model, example, scores)
 
