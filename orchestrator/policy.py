@@ -134,6 +134,12 @@ class SearchRule(StrictModel):
             raise ValueError(f"bits must be among {sorted(VALID_BITS)} (32 = float)")
         if isinstance(self.drop, list) and not self.drop:
             raise ValueError("drop choices must not be empty")
+        drops = self.drop if isinstance(self.drop, list) else [self.drop]
+        if True in drops and (self.bits not in (None, 32) or self.prune_ratio not in (0, 0.0)):
+            raise ValueError(
+                "a rule that drops blocks takes no prune_ratio and no bits; give the layers inside "
+                "the blocks their own rule"
+            )
         return self
 
 

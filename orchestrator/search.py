@@ -237,7 +237,7 @@ class Search:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         baseline = self.pipeline.baseline(self.out_dir)
         self.baseline = baseline
-        space = SearchSpace.from_policy(self.policy, baseline.model)
+        space = SearchSpace.from_policy(self.policy, baseline.model, self.pipeline.task.example_inputs(2))
         self._check_space(space)
         self._check_objectives(baseline)
         study = self._open_study()

@@ -87,20 +87,33 @@ class SearchSpace:
         self.drop_order = [n for n in drop_order if any(s.layer == n and s.droppable for s in self.layers)]
 
     @classmethod
-    def from_policy(cls, policy: Policy, model: nn.Module) -> SearchSpace:
-        """Resolve the rules; a rule that selects no layer is an error naming the rule."""
+    def from_policy(
+        cls, policy: Policy, model: nn.Module, example_inputs: tuple[Any, ...] | None = None
+    ) -> SearchSpace:
+        """Resolve the rules; a rule that selects no layer is an error naming the rule.
+
+        A rule that offers ``drop`` selects among the droppable blocks (residual blocks, layers of a
+        transformer stack), found on ``example_inputs``.
+        """
         assert policy.search is not None
         compressible = compressible_layers(model)
-        everything = {n: m for n, m in model.named_modules() if n}
+        modules = dict(model.named_modules())
+        blocks: dict[str, nn.Module] = {}
+        if example_inputs is not None and any(r.drop not in (False, [False]) for r in policy.search.space):
+            from orchestrator.layers import droppable_blocks
+
+            blocks = {n: modules[n] for n in droppable_blocks(model, example_inputs)}
         taken: dict[str, LayerSpace] = {}
         for index, rule in enumerate(policy.search.space):
             label = rule.name or f"rule{index}"
             droppable = rule.drop is True or (isinstance(rule.drop, list) and True in rule.drop)
-            universe = everything if droppable else compressible
+            universe = blocks if droppable else compressible
             selected = [n for n, m in universe.items() if _selects(rule, n, m)]
             if not selected:
+                kind = "droppable blocks" if droppable else "layers"
                 raise policy.error(
-                    f"rule '{label}' selects no layer; the model's layers are: {', '.join(compressible)}",
+                    f"rule '{label}' selects no layer; the model's {kind} are: "
+                    f"{', '.join(universe) or 'none'}",
                     ("search", "space", index),
                 )
             bits = tuple(rule.bits) if isinstance(rule.bits, list) else (rule.bits or FLOAT_BITS,)

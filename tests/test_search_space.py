@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+import torch
 from torch import nn
 
 from orchestrator import PolicyError, parse_policy
@@ -23,22 +24,36 @@ search:
     - name: blocks
       layers: ["{blocks}"]
       drop: [false, true]
-      bits: [8, 32]
 """
+
+
+class _Residual(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc(x)
 
 
 class _Net(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3)
-        self.conv2 = nn.Conv2d(8, 8, 3)
-        self.conv3 = nn.Conv2d(8, 8, 3)
-        self.block = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.block = _Residual(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.conv3(self.conv2(self.conv1(x))).mean(dim=(2, 3)))
+
+
+EXAMPLE = (torch.randn(2, 1, 8, 8),)
 
 
 def _space(share: bool = False, blocks: str = "block") -> SearchSpace:
     policy = parse_policy(POLICY.format(share=str(share).lower(), blocks=blocks), path="p.yaml")
-    return SearchSpace.from_policy(policy, _Net())
+    return SearchSpace.from_policy(policy, _Net(), EXAMPLE)
 
 
 @pytest.mark.parametrize(
@@ -74,6 +89,15 @@ def test_rule_selecting_nothing_names_the_rule_and_line() -> None:
     assert info.value.line == 12
 
 
+def test_drop_rules_take_no_ratio_or_bits() -> None:
+    text = POLICY.format(share="false", blocks="block").replace(
+        "      drop: [false, true]\n", "      drop: [false, true]\n      bits: [8, 32]\n"
+    )
+    with pytest.raises(PolicyError, match="takes no prune_ratio and no bits") as info:
+        parse_policy(text, path="p.yaml")
+    assert info.value.field == "search.space.1"
+
+
 def test_dropped_layer_gets_no_bits_and_shared_rules_one_variable() -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     space = _space(share=True)
@@ -81,7 +105,7 @@ def test_dropped_layer_gets_no_bits_and_shared_rules_one_variable() -> None:
     trial = study.ask()
     plan = space.sample(trial)
     assert plan.layers["block"].drop
-    assert "block.bits" not in trial.params
+    assert "block.fc.bits" not in trial.params
     assert plan.layers["conv2"] == plan.layers["conv3"]
     assert plan.layers["conv2"].prune_ratio == pytest.approx(0.3)
     assert set(trial.params) == {"block.drop", "convs.prune_ratio", "convs.bits"}
@@ -111,21 +135,27 @@ def test_ordered_drops_offer_the_least_important_blocks_first() -> None:
     class Blocks(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.a = nn.Linear(4, 4)
-            self.b = nn.Linear(4, 4)
-            self.c = nn.Linear(4, 4)
+            self.a = _Residual(4)
+            self.b = _Residual(4)
+            self.c = _Residual(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(self.b(self.a(x)))
 
     text = (
         "schema_version: 1\ntask: digits-cnn\nsearch:\n  space:\n"
-        "    - layers: ['*']\n      drop: [false, true]\n      bits: [8, 32]\n"
+        "    - layers: ['*']\n      drop: [false, true]\n"
+        "    - layers: ['*']\n      types: [Linear]\n      bits: [8, 32]\n"
     )
-    space = SearchSpace.from_policy(parse_policy(text), Blocks()).ordered_drops(["b", "c", "a"])
+    blocks = Blocks()
+    space = SearchSpace.from_policy(parse_policy(text), blocks, (torch.randn(2, 4),))
+    space = space.ordered_drops(["b", "c", "a"])
     study = optuna.create_study()
-    study.enqueue_trial({"drop.count": 2, "a.bits": 8})
+    study.enqueue_trial({"drop.count": 2, "a.fc.bits": 8})
     trial = study.ask()
     plan = space.sample(trial)
     assert plan.dropped() == ["b", "c"]
-    assert plan.layers["a"].bits == 8
-    assert set(trial.params) == {"drop.count", "a.bits"}
+    assert plan.layers["a.fc"].bits == 8
+    assert set(trial.params) == {"drop.count", "a.fc.bits"}  # nothing sampled inside b and c
     warm = space.warm_start_params(3)
     assert [p["drop.count"] for p in warm] == [0, 1, 2]
