@@ -51,7 +51,8 @@ def droppable_blocks(model: nn.Module, example_inputs: tuple[object, ...]) -> li
       by an activation), found by tracing the module with ``torch.fx``, and its output has the input's shape;
     - layers of a stack: the items of an ``nn.ModuleList`` that are all of one class, each called once and
       mapping hidden states to hidden states of the same shape (a tuple output, as Hugging Face layers
-      return, counts by its first element). Dropping one removes it from the list.
+      return, counts by its first element). Dropping one removes it from the list (the ``depth`` pruner
+      also updates a Hugging Face style ``model.config.num_hidden_layers``).
     """
     shapes = _io_shapes(model, example_inputs)
     preserving = {name for name, (inp, out) in shapes.items() if inp is not None and inp == out}
@@ -127,7 +128,7 @@ def _stack_items(model: nn.Module, preserving: set[str]) -> set[str]:
     for name, module in model.named_modules():
         if not isinstance(module, nn.ModuleList) or not len(module):
             continue
-        items = [f"{name}.{key}" if name else key for key in module._modules]
+        items = [f"{name}.{key}" if name else key for key, _ in module.named_children()]
         if len({type(m) for m in module}) == 1 and all(item in preserving for item in items):
             found.update(items)
     return found

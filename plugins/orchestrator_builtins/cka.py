@@ -94,8 +94,9 @@ def _features(model: nn.Module, inputs: Sequence[tuple[Any, ...]], probe: str | 
     try:
         with torch.no_grad():
             for batch in inputs:
+                captured.clear()
                 out = model(*batch)
-                rows.append(captured.pop() if probe is not None else _first(out))
+                rows.append(captured[-1] if probe is not None else _first(out))
     finally:
         if handle is not None:
             handle.remove()
