@@ -176,6 +176,10 @@ class Search:
 
     def _check_objectives(self, baseline: Baseline) -> None:
         known = dict(baseline.metrics)
+        if self.pipeline.measure.latency:  # measured on each trial's artifact, beside the baseline's
+            for batch in self.pipeline.measure.batch_sizes:
+                known[f"latency_ms_b{batch}"] = known[f"latency_cv_b{batch}"] = 0.0
+            known["latency_ratio"] = 0.0
         known.update(
             derived_metrics(
                 baseline.metrics,
@@ -415,8 +419,17 @@ class Search:
             plan_yaml=self.policy.with_plan(plan).to_yaml() if plan else None,
             error=outcome.error,
         )
+        self._record_baseline_latency(study)
         self.registry.notify("orchestrator_trial_finished", event=event)
         return event
+
+    def _record_baseline_latency(self, study: optuna.Study) -> None:
+        """The baseline's latency is measured beside the first measured trial: keep it with the study."""
+        assert self.baseline is not None
+        stored = study.user_attrs.get("baseline", {})
+        fresh = {k: v for k, v in self.baseline.metrics.items() if k not in stored and math.isfinite(v)}
+        if fresh:
+            study.set_user_attr("baseline", {**stored, **fresh})
 
     def _sample(self, trial: optuna.Trial) -> CompressionPlan:
         assert self.space is not None
