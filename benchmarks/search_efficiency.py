@@ -31,14 +31,18 @@ POLICY = Path(__file__).resolve().parents[1] / "policies" / "quickstart.yaml"
 SECTION = "## Search efficiency (digits-cnn)"
 
 
-def _policy(method: str, scorer: str, epochs: float) -> Any:
+def _policy(method: str, scorer: str, epochs: float, strength: float) -> Any:
     data = yaml.safe_load(POLICY.read_text())
     data["pipeline"]["distiller"]["options"]["epochs"] = epochs
     search = data["search"]
     search["constraints"] = {"max_accuracy_drop": 1.0}
     search["sampler"] = "random" if method == "random" else "tpe"
     if method.startswith("shaped"):
-        search["priors"] = {"scorer": scorer, "warm_starts": 3 if method == "shaped+warm" else 0}
+        search["priors"] = {
+            "scorer": scorer,
+            "strength": strength,
+            "warm_starts": 3 if method == "shaped+warm" else 0,
+        }
     return parse_policy(yaml.safe_dump(data), path=POLICY)
 
 
@@ -52,10 +56,10 @@ def _hits(event: TrialFinished, baseline: dict[str, float]) -> bool:
 
 
 def trials_to_target(
-    method: str, seed: int, max_trials: int, scorer: str, epochs: float
+    method: str, seed: int, max_trials: int, scorer: str, epochs: float, strength: float
 ) -> tuple[int | None, bool]:
     """(trials used when the target was first met or None, whether the uniform reference met it)."""
-    policy = _policy(method, scorer, epochs)
+    policy = _policy(method, scorer, epochs, strength)
     registry = load_registry()
     with tempfile.TemporaryDirectory() as tmp:
         settings = SearchSettings.resolve(
@@ -92,6 +96,7 @@ def main() -> None:
     parser.add_argument("--max-trials", type=int, default=30)
     parser.add_argument("--scorer", default="sensitivity")
     parser.add_argument("--epochs", type=float, default=6.0, help="kd recovery epochs per trial")
+    parser.add_argument("--strength", type=float, default=0.5, help="priors strength (score-shaped)")
     parser.add_argument("--methods", default="random,tpe,shaped,shaped+warm")
     parser.add_argument("--write", type=Path, help="replace this benchmark's section in a markdown file")
     args = parser.parse_args()
@@ -101,7 +106,9 @@ def main() -> None:
     start = time.time()
     for seed in range(args.seeds):
         for method in methods:
-            used, uniform = trials_to_target(method, seed, args.max_trials, args.scorer, args.epochs)
+            used, uniform = trials_to_target(
+                method, seed, args.max_trials, args.scorer, args.epochs, args.strength
+            )
             uniform_met |= uniform
             results[method].append(used)
             shown = used if used else f">{args.max_trials}"
@@ -127,8 +134,8 @@ def _table(
     names = {
         "random": "random",
         "tpe": "TPE (multivariate)",
-        "shaped": f"score-shaped TPE ({args.scorer} priors)",
-        "shaped+warm": f"score-shaped TPE + 3 warm starts ({args.scorer})",
+        "shaped": f"score-shaped TPE ({args.scorer} priors, strength {args.strength:g})",
+        "shaped+warm": f"score-shaped TPE + 3 warm starts ({args.scorer}, strength {args.strength:g})",
     }
     lines = [
         SECTION,
@@ -153,7 +160,8 @@ def _table(
         "",
         "```bash",
         f"python benchmarks/search_efficiency.py --seeds {args.seeds} --max-trials {args.max_trials} "
-        f"--epochs {args.epochs:g} --scorer {args.scorer} --write docs/benchmarks.md",
+        f"--epochs {args.epochs:g} --scorer {args.scorer} --strength {args.strength:g} "
+        f"--methods {','.join(results)} --write docs/benchmarks.md",
         "```",
         "",
     ]
