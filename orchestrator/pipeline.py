@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.artifact import load_artifact, save_artifact
 from orchestrator.errors import PlanError
-from orchestrator.layers import compressible_layers
+from orchestrator.layers import compressible_layers, droppable_blocks
 from orchestrator.measure import (
     compare_latency,
     count_macs_params,
@@ -62,6 +62,13 @@ class Compressed:
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def targets_of(scorer: Scorer[Any], model: nn.Module, example_inputs: tuple[Any, ...]) -> list[str]:
+    """What ``scorer`` scores in ``model``: its compressible layers or its droppable blocks."""
+    if scorer.targets == "blocks":
+        return droppable_blocks(model, example_inputs)
+    return list(compressible_layers(model))
+
+
 @dataclass
 class Pipeline:
     """The components of one policy, ready to apply plans to the task's model."""
@@ -105,8 +112,9 @@ class Pipeline:
         if self.scorer is None:
             return None
         if baseline.scores is None:
-            layers = list(compressible_layers(baseline.model))
-            baseline.scores = self.scorer.score(copy.deepcopy(baseline.model), self.task, layers)
+            model = copy.deepcopy(baseline.model)
+            targets = targets_of(self.scorer, model, self.task.example_inputs(2))
+            baseline.scores = self.scorer.score(model, self.task, targets)
         return baseline.scores
 
     # -- one plan -------------------------------------------------------------------------------------
@@ -115,8 +123,17 @@ class Pipeline:
         compressible = list(compressible_layers(model))
         kept = CompressionPlan(layers={n: d for n, d in plan.layers.items() if not d.drop})
         kept.check_layers(compressible)
-        if plan.dropped():  # whole blocks may be dropped, not only compressible layers
+        if plan.dropped():  # whole blocks are dropped, and only those that can be
             plan.check_layers([n for n, _ in model.named_modules() if n])
+            blocks = droppable_blocks(model, self.task.example_inputs(2))
+            for name in plan.dropped():
+                if name not in blocks:
+                    raise PlanError(
+                        f"'{name}' cannot be dropped: only blocks whose output is their input plus "
+                        f"a residual (or layers of a transformer stack) can; droppable: "
+                        f"{', '.join(blocks) or 'none'}",
+                        field=f"plan.layers.{name}.drop",
+                    )
         ratio_pruners = [p.name for p in self.pruners if not p.handles_drop]
         if plan.prune_ratios() and not ratio_pruners:
             raise PlanError("the plan sets prune_ratio but the policy has no channel or weight pruner")

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.components import Scorer, Scores
-from orchestrator.layers import compressible_layers
 from orchestrator.measure import layer_costs
-from orchestrator.pipeline import Pipeline
+from orchestrator.pipeline import Pipeline, targets_of
 
 if TYPE_CHECKING:
     from torch import nn
@@ -18,15 +17,6 @@ if TYPE_CHECKING:
     from orchestrator.registry import PluginRegistry
 
 __all__ = ["score_model", "score_rows", "targets_of", "write_score_plot"]
-
-
-def targets_of(scorer: Scorer[Any], model: nn.Module, example_inputs: tuple[Any, ...]) -> list[str]:
-    """What ``scorer`` scores in ``model``: its compressible layers or its droppable blocks."""
-    if scorer.targets == "blocks":
-        from orchestrator.layers import droppable_blocks
-
-        return droppable_blocks(model, example_inputs)
-    return list(compressible_layers(model))
 
 
 def score_model(

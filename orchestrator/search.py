@@ -319,7 +319,7 @@ class Search:
         """Scores of the layers (or blocks) of ``space`` on the baseline."""
         import copy
 
-        from orchestrator.scoring import targets_of
+        from orchestrator.pipeline import targets_of
 
         scorer = self.registry.components.create("scorer", name, options)
         assert isinstance(scorer, Scorer)
