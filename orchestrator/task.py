@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from orchestrator.components import Component, ComponentKind, OptionsT
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     import torch
     from torch import nn
@@ -81,3 +81,41 @@ class Task(Component[OptionsT]):
     @abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Metrics of ``model`` on ``eval_data``; holds at least ``self.metric``."""
+
+    #: bump in a task when its model or training recipe changes: it invalidates cached baselines
+    baseline_version: ClassVar[int] = 1
+
+    def baseline_path(self) -> Path:
+        """Where the trained baseline for these options is cached."""
+        import hashlib
+        import json
+
+        import torch
+
+        key = json.dumps(
+            {"v": self.baseline_version, "torch": torch.__version__, **self.options.model_dump(mode="json")},
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return cache_dir() / "baselines" / f"{self.name}-{digest}.pt"
+
+    def cached_baseline(self, model: nn.Module, train: Callable[[nn.Module], None]) -> nn.Module:
+        """``model`` with the cached trained weights, or trained by ``train`` once and cached.
+
+        The write is atomic, so several workers starting together never read a half-written file.
+        """
+        import tempfile
+
+        import torch
+
+        path = self.baseline_path()
+        if path.exists():
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.eval()
+        train(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+        return model.eval()

@@ -120,7 +120,7 @@ def test_kd_recovers_accuracy_of_a_heavily_pruned_model(registry, digits_task) -
 
 def test_baseline_is_cached_on_disk(digits_task) -> None:  # type: ignore[no-untyped-def]
     first = digits_task.build_model()
-    path = digits_task._cache_path()
+    path = digits_task.baseline_path()
     assert path.exists()
     second = digits_task.build_model()
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):

@@ -5,25 +5,18 @@ The baseline is trained once per set of options and cached on disk (see ``orches
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from orchestrator import Batch, ComponentOptions, Task, cache_dir, hookimpl
+from orchestrator import Batch, ComponentOptions, Task, hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from pathlib import Path
 
     import torch
     from torch import nn
-
-_VERSION = 1  # bump when the model or the training recipe changes: it invalidates cached baselines
 
 
 class DigitsOptions(ComponentOptions):
@@ -73,6 +66,7 @@ class DigitsCNN(Task[DigitsOptions]):
     Options = DigitsOptions
     metric: ClassVar[str] = "accuracy"
     higher_is_better: ClassVar[bool] = True
+    baseline_version: ClassVar[int] = 1  # bump when the model or training recipe changes
 
     @cached_property
     def _splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,30 +116,7 @@ class DigitsCNN(Task[DigitsOptions]):
         return {"accuracy": 100.0 * correct / total}
 
     def build_model(self) -> nn.Module:
-        import torch
-
-        model = build_cnn(self.options.widths)
-        path = self._cache_path()
-        if path.exists():
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval()
-        self._train(model)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: concurrent workers never read a half-written file
-        return model.eval()
-
-    def _cache_path(self) -> Path:
-        import torch
-
-        key = json.dumps(
-            {"v": _VERSION, "torch": torch.__version__, **self.options.model_dump(mode="json")},
-            sort_keys=True,
-        )
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return cache_dir() / "baselines" / f"digits-cnn-{digest}.pt"
+        return self.cached_baseline(build_cnn(self.options.widths), self._train)
 
     def _train(self, model: nn.Module) -> None:
         import torch

