@@ -118,6 +118,17 @@ class Pipeline:
         return baseline.scores
 
     # -- one plan -------------------------------------------------------------------------------------
+    def quantizer_report(self) -> dict[str, Any] | None:
+        """The quantizer, whether it only simulates, and per bit-width whether it runs faster here."""
+        if self.quantizer is None:
+            return None
+        bits = sorted(self.quantizer.supported_bits)
+        return {
+            "name": self.quantizer.name,
+            "simulated": self.quantizer.simulated,
+            "accelerates": {str(b): self.quantizer.accelerates(b) for b in bits},
+        }
+
     def check_plan(self, plan: CompressionPlan, model: nn.Module) -> None:
         """Refuse a plan this pipeline cannot carry out, before any work."""
         compressible = list(compressible_layers(model))
@@ -269,6 +280,7 @@ def apply_policy(policy: Policy, registry: PluginRegistry, out_dir: Path) -> dic
         "layers": result.layers,
         "artifact": str(result.artifact),
         "measure": policy.measure.model_dump(),
+        "quantizer": pipeline.quantizer_report(),
     }
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     baseline.artifact.unlink(missing_ok=True)

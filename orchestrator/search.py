@@ -333,6 +333,7 @@ class Search:
             return
         study.set_user_attr("policy", self.policy.to_yaml())
         study.set_user_attr("metric", self.metric)
+        study.set_user_attr("quantizer", self.pipeline.quantizer_report())
         study.set_user_attr("objectives", [o.model_dump() for o in self.spec.objectives])
         study.set_user_attr("constraints", self.spec.constraints.model_dump(exclude_none=True))
         study.set_user_attr("baseline", {k: v for k, v in baseline.metrics.items() if math.isfinite(v)})

@@ -35,6 +35,10 @@ def test_apply_shrinks_the_model_and_keeps_accuracy(applied: tuple[Path, dict]) 
     assert comp["size_bytes"] <= 0.30 * base["size_bytes"]
     assert comp["accuracy"] >= base["accuracy"] - 2.0
     assert metrics["layers"]["features.conv1"]["bits"] == 8
+    quantizer = metrics["quantizer"]
+    assert quantizer["name"] == "torch-int8"
+    assert quantizer["simulated"] is False
+    assert quantizer["accelerates"]["8"] is True  # x86 int8 kernels on this CPU
 
 
 def test_saved_model_loads_in_a_fresh_process_with_the_same_accuracy(
