@@ -30,7 +30,7 @@ from orchestrator.hookspecs import hookimpl, hookspec
 from orchestrator.plan import CompressionPlan, LayerDecision
 from orchestrator.policy import Policy, load_policy, parse_policy, policy_json_schema
 from orchestrator.registry import ComponentRegistry, PluginRegistry, load_registry
-from orchestrator.task import Batch, Task, cache_dir
+from orchestrator.task import Batch, ShuffledBatches, Task, cache_dir, classification_accuracy, fixed_batches
 
 __version__ = "0.1.0"
 
@@ -57,10 +57,13 @@ __all__ = [
     "SamplerFactory",
     "Scorer",
     "Scores",
+    "ShuffledBatches",
     "Task",
     "UnknownComponentError",
     "__version__",
     "cache_dir",
+    "classification_accuracy",
+    "fixed_batches",
     "hookimpl",
     "hookspec",
     "load_policy",

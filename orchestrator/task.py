@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["Batch", "Task", "cache_dir"]
+__all__ = ["Batch", "ShuffledBatches", "Task", "cache_dir", "classification_accuracy", "fixed_batches"]
 
 #: One batch from a task's data: model inputs first, then targets. ``Task.inputs`` and ``Task.loss``
 #: say how a task's batches are read.
@@ -119,3 +119,46 @@ class Task(Component[OptionsT]):
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
         return model.eval()
+
+
+class ShuffledBatches:
+    """Mini-batches of ``(x, y)`` in a new seeded order each epoch.
+
+    A fresh object repeats the same sequence of orders, so a run is reproducible however many epochs
+    earlier runs took.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, seed: int) -> None:
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        import torch
+
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.x), generator=gen)
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+
+def fixed_batches(x: torch.Tensor, y: torch.Tensor, size: int) -> list[Batch]:
+    """``(x, y)`` cut into consecutive batches, in order (for evaluation)."""
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+
+
+def classification_accuracy(model: nn.Module, batches: Iterable[Batch]) -> float:
+    """Top-1 accuracy in percent of ``model`` on ``(inputs, labels)`` batches."""
+    import torch
+
+    correct = total = 0
+    model.eval()
+    with torch.inference_mode():
+        for x, y in batches:
+            correct += int((model(x).argmax(dim=-1) == y).sum())
+            total += len(y)
+    return 100.0 * correct / total

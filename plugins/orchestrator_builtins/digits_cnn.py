@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from orchestrator import Batch, ComponentOptions, Task, hookimpl
+from orchestrator import (
+    Batch,
+    ComponentOptions,
+    ShuffledBatches,
+    Task,
+    classification_accuracy,
+    fixed_batches,
+    hookimpl,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -96,24 +104,17 @@ class DigitsCNN(Task[DigitsOptions]):
         reps = -(-batch_size // len(x_tr))
         return (x_tr.repeat(reps, 1, 1, 1)[:batch_size].clone(),)
 
-    def train_data(self) -> _Shuffled:
-        return _Shuffled(self._splits[0], self._splits[1], self.options.batch_size, self.options.seed)
+    def train_data(self) -> ShuffledBatches:
+        return ShuffledBatches(
+            self._splits[0], self._splits[1], batch_size=self.options.batch_size, seed=self.options.seed
+        )
 
     def eval_data(self) -> Iterable[Batch]:
         x, y = self._splits[2], self._splits[3]
-        size = 256
-        return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+        return fixed_batches(x, y, 256)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        import torch
-
-        correct = total = 0
-        model.eval()
-        with torch.inference_mode():
-            for x, y in self.eval_data():
-                correct += int((model(x).argmax(dim=-1) == y).sum())
-                total += len(y)
-        return {"accuracy": 100.0 * correct / total}
+        return {"accuracy": classification_accuracy(model, self.eval_data())}
 
     def build_model(self) -> nn.Module:
         return self.cached_baseline(build_cnn(self.options.widths), self._train)
@@ -135,27 +136,6 @@ class DigitsCNN(Task[DigitsOptions]):
                 optimizer.step()
                 scheduler.step()
         model.eval()
-
-
-class _Shuffled:
-    """Mini-batches in a new (seeded) order each epoch."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> None:
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.epoch = 0
-
-    def __iter__(self) -> Any:
-        import torch
-
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
-        order = torch.randperm(len(self.x), generator=gen)
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i : i + self.batch_size]
-            yield self.x[idx], self.y[idx]
-
-    def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
 
 
 @hookimpl

@@ -24,11 +24,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from orchestrator import Batch, ComponentOptions, OrchestratorError, Task, hookimpl
+from orchestrator import (
+    Batch,
+    ComponentOptions,
+    OrchestratorError,
+    ShuffledBatches,
+    Task,
+    classification_accuracy,
+    fixed_batches,
+    hookimpl,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     import numpy as np
     import torch
     from torch import nn
@@ -248,19 +255,10 @@ class MnistResNet(Task[MnistResNetOptions]):
 
     def eval_data(self) -> list[Batch]:
         x, y = self._splits[2], self._splits[3]
-        size = 500
-        return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+        return fixed_batches(x, y, 500)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        import torch
-
-        correct = total = 0
-        model.eval()
-        with torch.inference_mode():
-            for x, y in self.eval_data():
-                correct += int((model(x).argmax(dim=-1) == y).sum())
-                total += len(y)
-        return {"accuracy": 100.0 * correct / total}
+        return {"accuracy": classification_accuracy(model, self.eval_data())}
 
     def build_model(self) -> nn.Module:
         return self.cached_baseline(build_resnet(self.options.widths, self.options.blocks), self._train)
@@ -294,27 +292,6 @@ def _images(flat: np.ndarray) -> torch.Tensor:
 
     x = torch.from_numpy(flat.astype("float32", copy=True)).view(-1, 1, 28, 28)
     return (x - _MEAN) / _STD
-
-
-class ShuffledBatches:
-    """Mini-batches in a new seeded order each epoch; a fresh object repeats the same sequence of orders."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, seed: int) -> None:
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.epoch = 0
-
-    def __iter__(self) -> Iterator[Batch]:
-        import torch
-
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
-        order = torch.randperm(len(self.x), generator=gen)
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i : i + self.batch_size]
-            yield self.x[idx], self.y[idx]
-
-    def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
 
 
 @hookimpl
