@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _docs import write_section  # benchmarks/ is on sys.path when a script runs
 from torch import nn
 
 from orchestrator import CompressionPlan, Distiller, Task, load_registry
@@ -189,19 +190,6 @@ def section(results: list[Result], facts: dict[str, Any], args: argparse.Namespa
     return "\n".join(lines)
 
 
-def _write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), leaving the other sections alone."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in doc:
-        head, _, rest = doc.partition(SECTION)
-        tail = rest.split("\n## ", 1)
-        doc = head + text + ("\n## " + tail[1] if len(tail) > 1 else "")
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--kd-epochs", type=float, default=2.0, help="recovery epochs for both models")
@@ -244,7 +232,7 @@ def main() -> None:
     text = section(results, facts, args)
     print(text)
     if args.write is not None:
-        _write_section(args.write, text)
+        write_section(args.write, SECTION, text)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _docs import write_section  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator import load_registry, parse_policy
 from orchestrator.events import TrialFinished
@@ -116,7 +117,7 @@ def main() -> None:
     table = _table(results, args, uniform_met, time.time() - start)
     print(table)
     if args.write:
-        _write_section(args.write, table)
+        write_section(args.write, SECTION, table)
 
 
 def _fmt(values: list[int | None], cap: int) -> tuple[str, str, str]:
@@ -166,18 +167,6 @@ def _table(
         "",
     ]
     return "\n".join(lines)
-
-
-def _write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        tail = rest.split("\n## ", 1)
-        text = head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 if __name__ == "__main__":

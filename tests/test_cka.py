@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,23 +12,13 @@ from torch import nn
 
 from orchestrator import OrchestratorError, Scorer, Task, load_registry
 from orchestrator.layers import compressible_layers
-from orchestrator.measure import threads
 
 from .test_depth import RESNET_BLOCKS
-from .test_mnist_resnet import SMALL
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with threads(1):  # small convolutions: one thread is as fast, and immune to busy neighbours
-        yield
 
 
 @pytest.fixture(scope="module")
-def task() -> Task[Any]:
-    made = load_registry().components.create("task", "mnist-resnet", SMALL)
-    assert isinstance(made, Task)
-    return made
+def task(mnist_task: Task[Any]) -> Task[Any]:
+    return mnist_task
 
 
 def _scorer(**options: Any) -> Scorer[Any]:

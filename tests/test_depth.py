@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -20,26 +20,18 @@ from typer.testing import CliRunner
 from orchestrator import CompressionPlan, PlanError, Pruner, Task, load_policy, load_registry
 from orchestrator.cli import app
 from orchestrator.layers import droppable_blocks
-from orchestrator.measure import count_macs_params, threads
+from orchestrator.measure import count_macs_params
 from orchestrator.pipeline import Pipeline
 
-from .test_mnist_resnet import SMALL
+from .conftest import MNIST_SMALL as SMALL
 
 #: identity-shortcut blocks of ``build_resnet((8, 16, 32), blocks=2)``; stages.1.0 and stages.2.0 downsample
 RESNET_BLOCKS = ["stages.0.0", "stages.0.1", "stages.1.1", "stages.2.1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with threads(1):  # small convolutions: one thread is as fast, and immune to busy neighbours
-        yield
-
-
 @pytest.fixture(scope="module")
-def task() -> Task[Any]:
-    made = load_registry().components.create("task", "mnist-resnet", SMALL)
-    assert isinstance(made, Task)
-    return made
+def task(mnist_task: Task[Any]) -> Task[Any]:
+    return mnist_task
 
 
 def _plan(layers: dict[str, dict[str, Any]]) -> CompressionPlan:

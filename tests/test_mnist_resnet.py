@@ -6,7 +6,6 @@ import importlib.machinery
 import io
 import os
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +15,16 @@ import torch
 from orchestrator_builtins import mnist_resnet
 from orchestrator_builtins.mnist_resnet import NumpyOnlyUnpickler
 
-from orchestrator import OrchestratorError, Task, load_registry
-from orchestrator.measure import threads
+from orchestrator import OrchestratorError, Task
 
-#: a configuration that trains in a few seconds (the default trains on 20,000 images)
-SMALL = {
-    "train_size": 3000,
-    "eval_size": 500,
-    "epochs": 1,
-    "widths": [8, 16, 32],
-    "blocks": 2,
-    "batch_size": 64,
-    "lr": 0.05,
-}
+from .conftest import MNIST_SMALL
+
+SMALL = MNIST_SMALL
 
 
 @pytest.fixture(scope="module")
-def task() -> Iterator[Task[Any]]:
-    made = load_registry().components.create("task", "mnist-resnet", SMALL)
-    assert isinstance(made, Task)
-    with threads(1):  # small convolutions: one thread is as fast, and immune to busy neighbours
-        yield made
+def task(mnist_task: Task[Any]) -> Task[Any]:
+    return mnist_task
 
 
 class _RunsCommand:

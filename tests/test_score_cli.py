@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from orchestrator import load_registry
 from orchestrator.cli import app
 
-from .test_mnist_resnet import SMALL
+from .conftest import MNIST_SMALL as SMALL
 
 SCORERS = load_registry().components.names("scorer")
 TASKS = {"digits-cnn": {}, "mnist-resnet": SMALL}

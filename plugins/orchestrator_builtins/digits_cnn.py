@@ -72,8 +72,6 @@ class DigitsCNN(Task[DigitsOptions]):
 
     name: ClassVar[str] = "digits-cnn"
     Options = DigitsOptions
-    metric: ClassVar[str] = "accuracy"
-    higher_is_better: ClassVar[bool] = True
     baseline_version: ClassVar[int] = 1  # bump when the model or training recipe changes
 
     @cached_property

@@ -224,8 +224,6 @@ class MnistResNet(Task[MnistResNetOptions]):
 
     name: ClassVar[str] = "mnist-resnet"
     Options = MnistResNetOptions
-    metric: ClassVar[str] = "accuracy"
-    higher_is_better: ClassVar[bool] = True
     baseline_version: ClassVar[int] = 1  # bump when the model or training recipe changes
 
     @cached_property

@@ -1,0 +1,18 @@
+"""Writing a benchmark's section into docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_section(path: Path, heading: str, text: str) -> None:
+    """Replace the section that starts with ``heading`` (or append it), leaving the others alone."""
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    if heading in doc:
+        head, _, rest = doc.partition(heading)
+        tail = rest.split("\n## ", 1)
+        doc = head + text + ("\n## " + tail[1] if len(tail) > 1 else "")
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc)
