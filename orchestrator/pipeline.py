@@ -49,6 +49,13 @@ class Baseline:
     metrics: dict[str, float]
     artifact: Path
     scores: Scores | None = None
+    _loaded: nn.Module | None = None
+
+    def loaded_artifact(self) -> nn.Module:
+        """The saved baseline artifact, loaded once: every trial's latency is measured beside it."""
+        if self._loaded is None:
+            self._loaded = load_artifact(self.artifact)
+        return self._loaded
 
 
 @dataclass
@@ -241,7 +248,7 @@ class Pipeline:
         if self.measure.latency:
             lat = compare_latency(
                 {
-                    "baseline": load_artifact(baseline.artifact),
+                    "baseline": baseline.loaded_artifact(),
                     "compressed": load_artifact(artifact),
                 },
                 self.task.example_inputs,
