@@ -145,9 +145,25 @@ class Quantizer(Component[OptionsT]):
     #: True when the result only simulates low precision (no real size or speed change)
     simulated: ClassVar[bool] = False
 
+    #: layer types it quantizes (``handles`` checks them); empty means any layer with a weight
+    layer_types: ClassVar[tuple[str, ...]] = ()
+
     def accelerates(self, bits: int) -> bool:
         """Whether layers at ``bits`` run faster than float on this CPU."""
         return False
+
+    def handles(self, layer: nn.Module, bits: int) -> bool:
+        """Whether it can bring ``layer`` to ``bits`` bits; decides routing between several quantizers."""
+        if bits not in self.supported_bits:
+            return False
+        if not self.layer_types:
+            return True
+        return any(cls.__name__ in self.layer_types for cls in type(layer).__mro__)
+
+    def describe_support(self) -> str:
+        """What it quantizes, for error messages: bit-widths and layer types."""
+        kinds = ", ".join(self.layer_types) or "any layer with a weight"
+        return f"bits {sorted(self.supported_bits)} of {kinds}"
 
     @abstractmethod
     def quantize(self, model: nn.Module, plan: CompressionPlan, task: Task[Any]) -> nn.Module:

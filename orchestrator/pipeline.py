@@ -20,6 +20,7 @@ from orchestrator.measure import (
 )
 from orchestrator.plan import CompressionPlan
 from orchestrator.policy import MeasureSpec, Policy
+from orchestrator.routing import relocate, routed_plans
 from orchestrator.task import Task
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Pipeline:
     task: Task[Any]
     pruners: list[Pruner[Any]] = field(default_factory=list)
     distiller: Distiller[Any] | None = None
-    quantizer: Quantizer[Any] | None = None
+    quantizers: list[Quantizer[Any]] = field(default_factory=list)
     scorer: Scorer[Any] | None = None
     measure: MeasureSpec = field(default_factory=MeasureSpec)
     seed: int = 0
@@ -92,11 +93,11 @@ class Pipeline:
     def from_policy(cls, policy: Policy, registry: PluginRegistry) -> Pipeline:
         policy.check_components(registry.components)
         comps = registry.components
-        made: dict[str, Any] = {"pruners": []}
+        made: dict[str, Any] = {"pruners": [], "quantizers": []}
         for kind, spec, _ in policy.pipeline.steps():
             component = comps.create(kind, spec.name, spec.options)
-            if kind == "pruner":
-                made["pruners"].append(component)
+            if kind in ("pruner", "quantizer"):
+                made[f"{kind}s"].append(component)
             else:
                 made[kind] = component
         task = comps.create("task", policy.task.name, policy.task.options)
@@ -125,22 +126,25 @@ class Pipeline:
         return baseline.scores
 
     # -- one plan -------------------------------------------------------------------------------------
-    def quantizer_report(self) -> dict[str, Any] | None:
-        """The quantizer, whether it only simulates, and per bit-width whether it runs faster here."""
-        if self.quantizer is None:
+    def quantizer_report(self) -> list[dict[str, Any]] | None:
+        """Each quantizer, whether it only simulates, and per bit-width whether it runs faster here."""
+        if not self.quantizers:
             return None
-        bits = sorted(self.quantizer.supported_bits)
-        return {
-            "name": self.quantizer.name,
-            "simulated": self.quantizer.simulated,
-            "accelerates": {str(b): self.quantizer.accelerates(b) for b in bits},
-        }
+        return [
+            {
+                "name": q.name,
+                "simulated": q.simulated,
+                "supports": q.describe_support(),
+                "accelerates": {str(b): q.accelerates(b) for b in sorted(q.supported_bits)},
+            }
+            for q in self.quantizers
+        ]
 
     def check_plan(self, plan: CompressionPlan, model: nn.Module) -> None:
         """Refuse a plan this pipeline cannot carry out, before any work."""
-        compressible = list(compressible_layers(model))
+        compressible = compressible_layers(model)
         kept = CompressionPlan(layers={n: d for n, d in plan.layers.items() if not d.drop})
-        kept.check_layers(compressible)
+        kept.check_layers(list(compressible))
         if plan.dropped():  # whole blocks are dropped, and only those that can be
             plan.check_layers([n for n, _ in model.named_modules() if n])
             blocks = droppable_blocks(model, self.task.example_inputs(2))
@@ -167,18 +171,9 @@ class Pipeline:
                 f"the plan drops {', '.join(plan.dropped())} but no pruner of the policy drops layers "
                 f"(pruners: {names}); add the 'depth' pruner"
             )
-        bits = plan.bits()
-        if bits and self.quantizer is None:
+        if plan.bits() and not self.quantizers:
             raise PlanError("the plan sets bits but the policy has no pipeline.quantizer")
-        if self.quantizer is not None:
-            supported = self.quantizer.supported_bits
-            for name, b in bits.items():
-                if b not in supported:
-                    raise PlanError(
-                        f"quantizer '{self.quantizer.name}' cannot quantize layer '{name}' to "
-                        f"{b} bits; it supports {sorted(supported)} (32 = float)",
-                        field=f"plan.layers.{name}.bits",
-                    )
+        routed_plans(self.quantizers, compressible, plan)
 
     def prune(self, plan: CompressionPlan, baseline: Baseline) -> nn.Module:
         """A pruned copy of the baseline (a plain copy if the plan prunes nothing)."""
@@ -214,8 +209,12 @@ class Pipeline:
         student.eval()
         model = student
         bits = plan.bits()
-        if bits and self.quantizer is not None:
-            model = self.quantizer.quantize(student, plan, self.task).eval()
+        quantized_by: dict[str, str] = {}
+        if bits:
+            quantizable = compressible_layers(student)
+            for quantizer, routed in routed_plans(self.quantizers, quantizable, plan):
+                quantized_by.update(dict.fromkeys(routed.layers, quantizer.name))
+                model = quantizer.quantize(model, relocate(routed, model), self.task).eval()
         metrics = dict(self.task.evaluate(model))
         for key, value in metrics.items():
             if not math.isfinite(value):
@@ -227,14 +226,15 @@ class Pipeline:
         )
         for pruner in self.pruners:
             metrics.update(pruner.metrics(model))
-        if self.quantizer is not None:
-            metrics.update(self.quantizer.metrics(model))
+        for quantizer in self.quantizers:
+            metrics.update(quantizer.metrics(model))
         layers = {
             name: {
                 "type": type(module).__name__,
                 "prune_ratio": plan.decision(name).prune_ratio,
                 "bits": bits.get(name, 32),
                 "drop": plan.decision(name).drop,
+                "quantizer": quantized_by.get(name),
             }
             for name, module in compressible_layers(baseline.model).items()
         }
@@ -287,7 +287,7 @@ def apply_policy(policy: Policy, registry: PluginRegistry, out_dir: Path) -> dic
         "layers": result.layers,
         "artifact": str(result.artifact),
         "measure": policy.measure.model_dump(),
-        "quantizer": pipeline.quantizer_report(),
+        "quantizers": pipeline.quantizer_report(),
     }
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     baseline.artifact.unlink(missing_ok=True)

@@ -67,7 +67,11 @@ class PipelineSpec(StrictModel):
         description="One pruner, or several applied in order (e.g. depth, then torch-pruning).",
     )
     distiller: ComponentSpec | None = None
-    quantizer: ComponentSpec | None = None
+    quantizer: ComponentSpec | list[ComponentSpec] | None = Field(
+        default=None,
+        description="One quantizer, or several: each quantized layer goes to the first that takes its "
+        "type and bits (e.g. torch-int8 for 8 bits, then inc for 2-4 bits).",
+    )
 
     def steps(self) -> list[tuple[ComponentKind, ComponentSpec, tuple[str | int, ...]]]:
         """(kind, spec, location in the policy) of every component, pruners in order."""

@@ -25,6 +25,7 @@ from orchestrator.errors import OrchestratorError, PolicyError
 from orchestrator.events import SearchFinished, SearchStarted, TrialFinished, TrialState
 from orchestrator.measure import count_macs_params, theoretical_bytes
 from orchestrator.pipeline import Baseline, Pipeline
+from orchestrator.routing import supported_bits
 from orchestrator.space import SearchSpace, rank_importance
 from orchestrator.storage import budget_lock, default_storage_url, open_storage
 from orchestrator.summary import STATE_ATTR, write_outputs
@@ -150,19 +151,21 @@ class Search:
         return self.pipeline.task.metric
 
     def _check_space(self, space: SearchSpace) -> None:
-        quantizer = self.pipeline.quantizer
+        quantizers = self.pipeline.quantizers
+        offered = supported_bits(quantizers)
         for index, rule in enumerate(self.spec.space):
             bits = rule.bits if isinstance(rule.bits, list) else [rule.bits] if rule.bits else []
             wanted = {b for b in bits if b != 32}
-            if wanted and quantizer is None:
+            if wanted and not quantizers:
                 raise self.policy.error(
                     "the rule searches bits but the policy has no pipeline.quantizer",
                     ("search", "space", index, "bits"),
                 )
-            if quantizer is not None and not wanted <= quantizer.supported_bits:
+            if not wanted <= offered:
+                names = ", ".join(q.name for q in quantizers)
                 raise self.policy.error(
-                    f"quantizer '{quantizer.name}' supports bits {sorted(quantizer.supported_bits)} "
-                    f"(and 32 = float), not {sorted(wanted - quantizer.supported_bits)}",
+                    f"the quantizers ({names}) support bits {sorted(offered)} "
+                    f"(and 32 = float), not {sorted(wanted - offered)}",
                     ("search", "space", index, "bits"),
                 )
             searched = isinstance(rule.prune_ratio, tuple) and rule.prune_ratio[1] > 0
@@ -333,7 +336,7 @@ class Search:
             return
         study.set_user_attr("policy", self.policy.to_yaml())
         study.set_user_attr("metric", self.metric)
-        study.set_user_attr("quantizer", self.pipeline.quantizer_report())
+        study.set_user_attr("quantizers", self.pipeline.quantizer_report())
         study.set_user_attr("objectives", [o.model_dump() for o in self.spec.objectives])
         study.set_user_attr("constraints", self.spec.constraints.model_dump(exclude_none=True))
         study.set_user_attr("baseline", {k: v for k, v in baseline.metrics.items() if math.isfinite(v)})

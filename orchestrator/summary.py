@@ -88,7 +88,7 @@ def build_summary(study: optuna.Study, out_dir: Path) -> dict[str, Any]:
         "constraints": attrs.get("constraints", {}),
         "counts": counts,
         "baseline": attrs.get("baseline", {}),
-        "quantizer": attrs.get("quantizer"),
+        "quantizers": attrs.get("quantizers"),
         "pareto": [r for r in rows if r["pareto"]],
         "trials": rows,
     }

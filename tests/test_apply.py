@@ -35,7 +35,7 @@ def test_apply_shrinks_the_model_and_keeps_accuracy(applied: tuple[Path, dict]) 
     assert comp["size_bytes"] <= 0.30 * base["size_bytes"]
     assert comp["accuracy"] >= base["accuracy"] - 2.0
     assert metrics["layers"]["features.conv1"]["bits"] == 8
-    quantizer = metrics["quantizer"]
+    (quantizer,) = metrics["quantizers"]
     assert quantizer["name"] == "torch-int8"
     assert quantizer["simulated"] is False
     assert quantizer["accelerates"]["8"] is True  # x86 int8 kernels on this CPU

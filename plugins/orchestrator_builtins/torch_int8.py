@@ -1,6 +1,10 @@
 """Quantizer ``torch-int8``: PyTorch int8, static for conv nets (FX graph mode), dynamic for Linear layers.
 
-Per layer: a layer whose plan ``bits`` is 8 is quantized; a layer without bits (or with 32) stays float.
+Per layer: a layer whose plan ``bits`` is 8 is quantized; a layer without bits (or with 32) stays float
+(the per-layer fallback). Static mode calibrates activations on the task's calibration batches; dynamic
+mode quantizes the weights of Linear layers and embedding tables (one float scale and zero point per
+row: ``float_qparams_weight_only_qconfig``) and the activations of Linear layers on the fly, which is what
+transformers need.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class TorchInt8Quantizer(Quantizer[TorchInt8Options]):
     name: ClassVar[str] = "torch-int8"
     Options = TorchInt8Options
     supported_bits: ClassVar[frozenset[int]] = frozenset({8})
+    layer_types: ClassVar[tuple[str, ...]] = ("_ConvNd", "Linear", "Embedding")
 
     def accelerates(self, bits: int) -> bool:
         import torch
@@ -59,16 +64,24 @@ class TorchInt8Quantizer(Quantizer[TorchInt8Options]):
     def _dynamic(self, model: Any, layers: dict[str, Any], chosen: set[str]) -> Any:
         import torch
         from torch import nn
-        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+        from torch.ao.quantization import (
+            default_dynamic_qconfig,
+            float_qparams_weight_only_qconfig,
+            quantize_dynamic,
+        )
 
+        spec: dict[str, Any] = {}
         for name in chosen:
-            if not isinstance(layers[name], nn.Linear):
+            if isinstance(layers[name], nn.Embedding):
+                spec[name] = float_qparams_weight_only_qconfig
+            elif isinstance(layers[name], nn.Linear):
+                spec[name] = default_dynamic_qconfig
+            else:
                 raise PlanError(
-                    f"dynamic int8 quantizes Linear layers only; '{name}' is "
+                    f"dynamic int8 quantizes Linear layers and embeddings only; '{name}' is "
                     f"{type(layers[name]).__name__} (use mode: static)",
                     field=f"plan.layers.{name}.bits",
                 )
-        spec = {name: default_dynamic_qconfig for name in chosen}
         return quantize_dynamic(model, spec, dtype=torch.qint8)
 
     def _static(self, model: Any, layers: dict[str, Any], chosen: set[str], task: Task[Any]) -> Any:
