@@ -211,6 +211,95 @@ def report(
     _print_summary(summary, out)
 
 
+def _trial_policy(trial: int, study: str | None, storage: str | None, runs_dir: Path) -> Any:
+    """The policy of ``study`` with the plan of its trial number ``trial``."""
+    import optuna
+
+    from orchestrator.errors import PolicyError
+    from orchestrator.plan import CompressionPlan
+    from orchestrator.policy import parse_policy
+    from orchestrator.storage import default_storage_url, open_storage
+
+    if study is None:
+        raise PolicyError(
+            f"'{trial}' is a trial number: pass --study NAME (and --storage if not the default)"
+        )
+    url = storage or default_storage_url(runs_dir.resolve())
+    try:
+        loaded = optuna.load_study(study_name=study, storage=open_storage(url))
+    except KeyError:
+        raise OrchestratorError(f"no study '{study}' in {url}") from None
+    trials = {t.number: t for t in loaded.get_trials(deepcopy=False)}
+    if trial not in trials or "plan" not in trials[trial].user_attrs:
+        raise OrchestratorError(
+            f"study '{study}' has no trial {trial} with a plan (it has {len(trials)} trials)"
+        )
+    plan = CompressionPlan.from_mapping(trials[trial].user_attrs["plan"])
+    return parse_policy(loaded.user_attrs["policy"]).with_plan(plan)
+
+
+@app.command()
+def export(
+    plan_or_trial: Annotated[
+        str,
+        typer.Argument(
+            help="A policy with a 'plan:' (e.g. plans/trial-0007.yaml), a bare plan with --policy, "
+            "or a trial number with --study."
+        ),
+    ],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="pt2, torchscript, onnx or state_dict.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
+    policy: Annotated[Path | None, typer.Option(help="Policy for a bare plan.")] = None,
+    study: Annotated[str | None, typer.Option(help="Study holding the trial.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL of the study.")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where studies are kept.")] = Path("orchestrate-runs"),
+) -> None:
+    """Apply a plan (pruning, recovery, quantization) and write the model in a deployable format.
+
+    The file is loaded back and run on example inputs; the largest output difference is printed.
+    """
+    import tempfile
+
+    from orchestrator.errors import PolicyError
+    from orchestrator.export import FORMATS, export_model, load_exported, max_difference
+    from orchestrator.pipeline import Pipeline
+    from orchestrator.policy import is_bare_plan, load_plan, load_policy
+
+    with _user_errors():
+        if fmt not in FORMATS:
+            raise PolicyError(f"unknown format '{fmt}'; formats: {', '.join(FORMATS)}")
+        source = Path(plan_or_trial)
+        if source.exists():
+            if is_bare_plan(source):
+                if policy is None:
+                    raise PolicyError("this is a bare plan; pass --policy POLICY", path=source)
+                loaded = load_policy(policy).with_plan(load_plan(source))
+            else:
+                loaded = load_policy(source)
+        elif plan_or_trial.removeprefix("trial-").isdigit():
+            loaded = _trial_policy(int(plan_or_trial.removeprefix("trial-")), study, storage, runs_dir)
+        else:
+            raise PolicyError(f"'{plan_or_trial}' is neither a file nor a trial number")
+        if loaded.plan is None:
+            raise loaded.error("this policy has no 'plan:' to export", ("plan",))
+        registry = _registry()
+        pipeline = Pipeline.from_policy(loaded, registry)
+        with tempfile.TemporaryDirectory() as tmp:
+            baseline = pipeline.baseline(Path(tmp))
+            model = pipeline.compress(loaded.plan, baseline).model
+        example = pipeline.task.example_inputs(2)
+        export_model(model, example, fmt, out, policy=loaded)  # type: ignore[arg-type]
+        import torch
+
+        reloaded = load_exported(out, registry)
+        with torch.no_grad():
+            difference = max_difference(reloaded(*example), model(*example))
+    typer.echo(
+        f"wrote {out} ({fmt}, {out.stat().st_size:,} bytes); reloaded: max |output difference| "
+        f"{difference:.3g}"
+    )
+
+
 @app.command()
 def score(
     policy: Annotated[Path, typer.Argument(help="Policy naming the task (and maybe a scorer).")],

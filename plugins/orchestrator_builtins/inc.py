@@ -155,15 +155,19 @@ class IncQuantizer(Quantizer[IncOptions]):
 
     def _inc_linear(self, model: Any, chosen: dict[str, int], task: Task[Any]) -> Any:
         import torch
+        from torch import nn
         from neural_compressor.torch.quantization import convert, prepare
 
         if self.options.algorithm == "gptq":
             from neural_compressor.torch.algorithms.weight_only.gptq import trace_gptq_target_blocks
 
-            if not len(trace_gptq_target_blocks(model)["transformers"]):
+            blocks = list(trace_gptq_target_blocks(model)["transformers"])
+            uniform = len({type(block) for block in blocks}) == 1
+            if not (uniform and all(any(isinstance(m, nn.Linear) for m in b.modules()) for b in blocks)):
                 raise PlanError(
-                    "INC's GPTQ quantizes the blocks of a transformer stack (an nn.ModuleList or "
-                    "nn.Sequential of blocks) and this model has none; use algorithm: rtn",
+                    "INC's GPTQ quantizes the blocks of a transformer stack (the first nn.ModuleList or "
+                    "nn.Sequential of the model, holding blocks of one class with Linear layers) and this "
+                    "model has none; use algorithm: rtn",
                     field="pipeline.quantizer.options.algorithm",
                 )
         config = self._config(None)
