@@ -19,7 +19,7 @@ def _install(session: nox.Session, extras: str = "") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (pass pytest arguments after --)."""
-    _install(session, "[dev]")
+    _install(session, "[dev,inc,nlp,onnx]")
     session.run("pytest", *session.posargs)
 
 
@@ -34,7 +34,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and the builtin plugins."""
-    _install(session, "[dev]")
+    _install(session, "[dev,inc,nlp,onnx]")
     session.run("mypy")
 
 
