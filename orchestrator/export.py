@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import MissingExtraError, OrchestratorError
 
 if TYPE_CHECKING:
     import torch
@@ -129,9 +129,7 @@ def _write_onnx(model: nn.Module, example: tuple[Any, ...], out: Path, _policy: 
     import torch
 
     if importlib.util.find_spec("onnxscript") is None:
-        raise ExportError(
-            "onnx export needs onnx and onnxscript: pip install 'compression-orchestrator[onnx]'"
-        )
+        raise MissingExtraError("onnxscript", "onnx")
     _refuse_torch_ao(model, "onnx")
     names = [f"input_{i}" for i in range(len(example))]
     with warnings.catch_warnings(), _quiet():

@@ -27,9 +27,13 @@ def output_layers(model: nn.Module, example_inputs: tuple[object, ...]) -> list[
     import torch
 
     layers = compressible_layers(model)
-    produced: dict[int, str] = {}
+    produced: dict[int, tuple[str, object]] = {}
+
+    def record(name: str, out: object) -> None:
+        produced[id(out)] = (name, out)  # holding ``out`` keeps its id from being reused by a later tensor
+
     handles = [
-        module.register_forward_hook(lambda _m, _i, out, name=name: produced.__setitem__(id(out), name))
+        module.register_forward_hook(lambda _m, _i, out, name=name: record(name, out))
         for name, module in layers.items()
     ]
     try:
@@ -39,7 +43,7 @@ def output_layers(model: nn.Module, example_inputs: tuple[object, ...]) -> list[
         for handle in handles:
             handle.remove()
     outs = out if isinstance(out, tuple | list) else (out,)
-    return [produced[id(o)] for o in outs if id(o) in produced]
+    return [produced[id(o)][0] for o in outs if id(o) in produced]
 
 
 def droppable_blocks(model: nn.Module, example_inputs: tuple[object, ...]) -> list[str]:

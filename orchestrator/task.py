@@ -113,6 +113,7 @@ class Task(Component[OptionsT]):
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return model.eval()
         train(model)
+        model.zero_grad(set_to_none=True)  # as if loaded: no gradients left over from the last step
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from orchestrator import ComponentOptions, CompressionPlan, PlanError, Quantizer, Task, hookimpl
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import MissingExtraError
 from orchestrator.layers import compressible_layers
 
 if TYPE_CHECKING:
@@ -102,9 +102,7 @@ class IncQuantizer(Quantizer[IncOptions]):
         import importlib.util
 
         if importlib.util.find_spec("neural_compressor") is None:
-            raise OrchestratorError(
-                "quantizer 'inc' needs Intel Neural Compressor: pip install 'compression-orchestrator[inc]'"
-            )
+            raise MissingExtraError("neural_compressor", "inc")
         layers = compressible_layers(model)
         chosen = plan.bits()
         for name, bits in chosen.items():
@@ -155,8 +153,8 @@ class IncQuantizer(Quantizer[IncOptions]):
 
     def _inc_linear(self, model: Any, chosen: dict[str, int], task: Task[Any]) -> Any:
         import torch
-        from torch import nn
         from neural_compressor.torch.quantization import convert, prepare
+        from torch import nn
 
         if self.options.algorithm == "gptq":
             from neural_compressor.torch.algorithms.weight_only.gptq import trace_gptq_target_blocks
