@@ -27,6 +27,8 @@ class LayerDecision(BaseModel):
     prune_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
     bits: int | None = None
     drop: bool = False
+    #: the quantizer of the pipeline that takes this layer; by default the first that handles its bits
+    quantizer: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> LayerDecision:
@@ -34,6 +36,8 @@ class LayerDecision(BaseModel):
             raise ValueError(f"bits must be one of {sorted(VALID_BITS)} (32 = float), not {self.bits}")
         if self.drop and (self.prune_ratio or self.is_quantized):
             raise ValueError("a dropped layer takes no prune_ratio and no bits")
+        if self.quantizer is not None and not self.is_quantized:
+            raise ValueError("'quantizer' needs bits below 32")
         return self
 
     @property
@@ -63,6 +67,10 @@ class CompressionPlan(BaseModel):
 
     def bits(self) -> dict[str, int]:
         return {n: d.bits for n, d in self.layers.items() if d.bits is not None and d.is_quantized}
+
+    def quantizers(self) -> dict[str, str]:
+        """Layers whose plan names the quantizer that takes them."""
+        return {n: d.quantizer for n, d in self.layers.items() if d.quantizer is not None}
 
     def dropped(self) -> list[str]:
         return [n for n, d in self.layers.items() if d.drop]

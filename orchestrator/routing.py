@@ -1,4 +1,5 @@
-"""Several quantizers in one policy: each quantized layer goes to the first quantizer that can take it.
+"""Several quantizers in one policy: each quantized layer goes to the first quantizer that can take it,
+unless its plan names one (``quantizer: inc``).
 
 ``pipeline.quantizer: [torch-int8, inc]`` sends 8-bit convolutions and Linear layers to ``torch-int8``
 (real int8 kernels, faster) and 2-4 bit layers to ``inc`` (weight-only, smaller); the quantizers run in
@@ -29,18 +30,43 @@ def supported_bits(quantizers: Sequence[Quantizer[Any]]) -> frozenset[int]:
 
 
 def route_bits(
-    quantizers: Sequence[Quantizer[Any]], layers: Mapping[str, nn.Module], bits: Mapping[str, int]
+    quantizers: Sequence[Quantizer[Any]],
+    layers: Mapping[str, nn.Module],
+    bits: Mapping[str, int],
+    chosen: Mapping[str, str] | None = None,
 ) -> list[dict[str, int]]:
-    """``{layer: bits}`` for each quantizer, in order; :class:`PlanError` for a layer none can take."""
+    """``{layer: bits}`` for each quantizer, in order; :class:`PlanError` for a layer none can take.
+
+    ``chosen`` names the quantizer of some layers (the plan's ``quantizer:``); the others go to the
+    first quantizer that handles their type and bits.
+    """
     routed: list[dict[str, int]] = [{} for _ in quantizers]
+    names = [q.name for q in quantizers]
     for name, b in bits.items():
         layer = layers.get(name)
+        kind = type(layer).__name__ if layer is not None else "unknown layer"
+        wanted = (chosen or {}).get(name)
+        if wanted is not None:
+            if wanted not in names:
+                raise PlanError(
+                    f"layer '{name}' asks for quantizer '{wanted}', which the policy's pipeline does not "
+                    f"have (it has: {', '.join(names) or 'none'})",
+                    field=f"plan.layers.{name}.quantizer",
+                )
+            index = names.index(wanted)
+            if layer is None or not quantizers[index].handles(layer, b):
+                raise PlanError(
+                    f"quantizer '{wanted}' cannot bring layer '{name}' ({kind}) to {b} bits; it takes "
+                    f"{quantizers[index].describe_support()}",
+                    field=f"plan.layers.{name}.quantizer",
+                )
+            routed[index][name] = b
+            continue
         for index, quantizer in enumerate(quantizers):
             if layer is not None and quantizer.handles(layer, b):
                 routed[index][name] = b
                 break
         else:
-            kind = type(layer).__name__ if layer is not None else "unknown layer"
             offers = "; ".join(f"'{q.name}': {q.describe_support()}" for q in quantizers) or "no quantizer"
             raise PlanError(
                 f"no quantizer of the policy can bring layer '{name}' ({kind}) to {b} bits ({offers})",
@@ -54,7 +80,8 @@ def routed_plans(
 ) -> list[tuple[Quantizer[Any], CompressionPlan]]:
     """Each quantizer with the plan of the layers routed to it (quantizers with none are left out)."""
     out = []
-    for quantizer, bits in zip(quantizers, route_bits(quantizers, layers, plan.bits()), strict=True):
+    routes = route_bits(quantizers, layers, plan.bits(), plan.quantizers())
+    for quantizer, bits in zip(quantizers, routes, strict=True):
         if bits:
             layer_bits = {n: LayerDecision(bits=b) for n, b in bits.items()}
             out.append((quantizer, CompressionPlan(layers=layer_bits)))

