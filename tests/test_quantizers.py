@@ -150,3 +150,22 @@ def test_mixed_4_8_float_plan_routes_layers_and_reports_both_sizes(registry: Any
     assert comp["accuracy"] >= base["accuracy"] - 1.0
     assert json.loads((tmp_path / "metrics.json").read_text())["layers"] == layers
     assert [q["name"] for q in report["quantizers"]] == ["torch-int8", "inc"]
+
+
+def test_joint_search_over_4_8_float_bits_routes_each_trial(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    policy = POLICIES / "digits-mixed-bits.yaml"
+    args = ["search", str(policy), "--budget", "7", "--runs-dir", str(tmp_path), "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "digits-mixed-bits" / "summary.json").read_text())
+    assert summary["counts"]["complete"] == 7
+    assert [q["name"] for q in summary["quantizers"]] == ["torch-int8", "inc"]
+    trials = [t for t in summary["trials"] if t["state"] == "complete"]
+    four_bit = [t for t in trials if 4 in {layer.get("bits") for layer in t["layers"].values()}]
+    assert four_bit, "no sampled plan used 4 bits"
+    for trial in four_bit:
+        assert trial["metrics"]["theoretical_bytes"] < trial["metrics"]["size_bytes"]

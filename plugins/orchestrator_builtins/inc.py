@@ -66,6 +66,8 @@ class IncOptions(ComponentOptions):
 @contextlib.contextmanager
 def _workspace() -> Iterator[None]:
     """Run INC in a throwaway working directory, with its INFO logging turned down."""
+    import neural_compressor.torch.quantization  # noqa: F401 - its import sets the logger's level
+
     logger = logging.getLogger("neural_compressor")
     level = logger.level
     logger.setLevel(logging.ERROR)
