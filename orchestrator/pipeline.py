@@ -209,6 +209,7 @@ class Pipeline:
         student.eval()
         model = student
         bits = plan.bits()
+        theoretical = theoretical_bytes(student, bits)  # before quantizers replace layers in place
         quantized_by: dict[str, str] = {}
         if bits:
             quantizable = compressible_layers(student)
@@ -222,7 +223,7 @@ class Pipeline:
         metrics.update(
             macs=macs,
             params=params,
-            theoretical_bytes=theoretical_bytes(student, bits),
+            theoretical_bytes=theoretical,
         )
         for pruner in self.pruners:
             metrics.update(pruner.metrics(model))

@@ -93,6 +93,23 @@ def test_pareto_plan_reapplies_with_the_same_macs(first: dict[str, Any], tmp_pat
     assert applied["accuracy"] == pytest.approx(trial["metrics"]["accuracy"], abs=0.5)
 
 
+def test_a_trial_exports_by_its_number_from_storage(
+    first: dict[str, Any], runs: Path, tmp_path: Path
+) -> None:
+    float_trials = [
+        t["number"]
+        for t in first["trials"]
+        if t["state"] == "complete" and not any(d.get("bits") for d in t["layers"].values())
+    ]
+    assert float_trials
+    out = tmp_path / "model.pt2"
+    args = ["export", str(float_trials[0]), "--study", "quickstart", "--runs-dir", str(runs)]
+    result = CliRunner().invoke(app, [*args, "--format", "pt2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "reloaded: max |output difference| 0" in result.output
+    assert out.stat().st_size > 0
+
+
 def test_rerun_with_a_larger_budget_adds_exactly_the_difference(first: dict[str, Any], runs: Path) -> None:
     again = _search(runs, "--budget", "16")
     assert again["counts"]["finished"] == 16
