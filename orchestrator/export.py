@@ -7,8 +7,9 @@
 - ``onnx``: the ``torch.onnx`` exporter, batch size dynamic; needs ``pip install
   'compression-orchestrator[onnx]'``. torch.ao int8 modules cannot be exported.
 - ``state_dict``: the weights as plain tensors, with the policy and plan that give the model its shape,
-  loadable with ``torch.load(weights_only=True)``: :func:`load_exported` rebuilds the pruned architecture
-  from the task and the plan, then loads the weights. Float (pruned) models only.
+  loadable with ``torch.load(weights_only=True)``: :func:`load_exported` rebuilds the architecture from
+  the task and the plan (pruning, then weight-only packing), then loads the weights. Not for torch.ao
+  int8 modules, whose packed weights are not plain tensors.
 
 A format that cannot carry a model gives an :class:`ExportError` naming the formats that can.
 """
@@ -247,5 +248,6 @@ def _load_state_dict(path: Path, registry: PluginRegistry | None) -> nn.Module:
     base = pipeline.task.build_model().eval()
     with torch.enable_grad():  # pruners trace dependencies through autograd
         model = pipeline.prune(policy.plan, Baseline(model=base, metrics={}, artifact=path))
+    model, _ = pipeline.quantize(model, policy.plan)  # weight-only layers take their packed shape
     model.load_state_dict(saved["state_dict"])
     return model.eval()

@@ -187,6 +187,16 @@ class Pipeline:
                     plan = plan.without_dropped_descendants()
         return student.eval()
 
+    def quantize(self, model: nn.Module, plan: CompressionPlan) -> tuple[nn.Module, dict[str, str]]:
+        """``model`` with the plan's bits applied, and the name of the quantizer of each layer."""
+        quantized_by: dict[str, str] = {}
+        if plan.bits():
+            quantizable = compressible_layers(model)
+            for quantizer, routed in routed_plans(self.quantizers, quantizable, plan):
+                quantized_by.update(dict.fromkeys(routed.layers, quantizer.name))
+                model = quantizer.quantize(model, relocate(routed, model), self.task).eval()
+        return model, quantized_by
+
     def compress(
         self,
         plan: CompressionPlan,
@@ -210,12 +220,7 @@ class Pipeline:
         model = student
         bits = plan.bits()
         theoretical = theoretical_bytes(student, bits)  # before quantizers replace layers in place
-        quantized_by: dict[str, str] = {}
-        if bits:
-            quantizable = compressible_layers(student)
-            for quantizer, routed in routed_plans(self.quantizers, quantizable, plan):
-                quantized_by.update(dict.fromkeys(routed.layers, quantizer.name))
-                model = quantizer.quantize(model, relocate(routed, model), self.task).eval()
+        model, quantized_by = self.quantize(student, plan)
         metrics = dict(self.task.evaluate(model))
         for key, value in metrics.items():
             if not math.isfinite(value):

@@ -106,3 +106,28 @@ def test_unknown_format_and_missing_study_are_clear(tmp_path: Path) -> None:
     code, output = _export(["7", "-f", "pt2", "-o", str(tmp_path / "m")])
     assert code == 2
     assert "--study" in output
+
+
+INC_POLICY = """\
+schema_version: 1
+task: digits-cnn
+pipeline:
+  quantizer: {name: inc, options: {group_size: 32}}
+plan:
+  layers:
+    features.conv2: {bits: 4}
+    classifier.fc1: {bits: 3}
+"""
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx", "state_dict", "torchscript"])
+def test_bit_packed_weight_only_models_export_to_every_format(tmp_path: Path, fmt: str) -> None:
+    pytest.importorskip("neural_compressor")
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    policy = tmp_path / "inc.yaml"
+    policy.write_text(INC_POLICY)
+    code, output = _export([str(policy), "-f", fmt, "-o", str(tmp_path / f"model.{fmt}")])
+    assert code == 0, output
+    difference = float(output.rsplit("max |output difference|", 1)[1].split()[0])
+    assert difference < 1e-4

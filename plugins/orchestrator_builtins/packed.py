@@ -48,8 +48,11 @@ def unpack_codes(packed: Tensor, bits: int, n: int) -> Tensor:
     if per == 1:
         return packed[..., :n].float()
     width = 8 // per
-    mask = (1 << width) - 1
-    parts = [(packed >> (width * i)) & mask for i in range(per)]
+    # integer division and remainder rather than shifts and masks: they export to ONNX with one type
+    parts = [
+        torch.remainder(torch.div(packed, 1 << (width * i), rounding_mode="floor"), 1 << width)
+        for i in range(per)
+    ]
     return torch.stack(parts, dim=-1).flatten(-2)[..., :n].float()
 
 
