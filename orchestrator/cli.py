@@ -211,6 +211,45 @@ def report(
     _print_summary(summary, out)
 
 
+@app.command()
+def finalize(
+    study: Annotated[str, typer.Option(help="Study name.")],
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna storage URL (default: sqlite in the runs directory).")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where studies, summaries and plans go.")] = Path(
+        "orchestrate-runs"
+    ),
+) -> None:
+    """Re-train the study's Pareto plans with search.finalize's long recovery budget and record them."""
+    import optuna
+
+    from orchestrator.finalize import finalize_study
+    from orchestrator.policy import parse_policy
+    from orchestrator.storage import default_storage_url, open_storage
+    from orchestrator.tracking import default_tracking_uri
+
+    with _user_errors():
+        root = runs_dir.resolve()
+        url = storage or default_storage_url(root)
+        opened = open_storage(url)
+        try:
+            loaded = optuna.load_study(study_name=study, storage=opened)
+        except KeyError:
+            raise OrchestratorError(f"no study '{study}' in {url}") from None
+        policy = parse_policy(loaded.user_attrs["policy"])
+        tracking = policy.search.tracking if policy.search else None
+        uri = None
+        if tracking is not None and tracking.enabled:
+            uri = tracking.uri or default_tracking_uri(root)
+        results = finalize_study(loaded, _registry(), root / study, tracking_uri=uri)
+    metric = loaded.user_attrs.get("metric", "metric")
+    for row in results:
+        before, after = row["search"].get(metric), row["final"].get(metric)
+        typer.echo(f"trial {row['number']}: {metric} {before:.4g} after search -> {after:.4g} after finalize")
+    typer.echo(f"updated {root / study / 'summary.json'}; artifacts in {root / study / 'final'}")
+
+
 def _trial_policy(trial: int, study: str | None, storage: str | None, runs_dir: Path) -> Any:
     """The policy of ``study`` with the plan of its trial number ``trial``."""
     import optuna

@@ -197,6 +197,14 @@ class TrackingSpec(StrictModel):
     experiment: str = "orchestrator"
 
 
+class FinalizeSpec(StrictModel):
+    """The long recovery budget ``orchestrate finalize`` gives the Pareto plans of a search."""
+
+    distiller: ComponentSpec = Field(
+        description="Recovery for the final plans: usually the search's distiller with a longer budget."
+    )
+
+
 class SearchSpec(StrictModel):
     """The search: space rules, objectives, constraints, sampler, budget, storage and tracking."""
 
@@ -219,6 +227,7 @@ class SearchSpec(StrictModel):
     study: str | None = None
     storage: str | None = None
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    finalize: FinalizeSpec | None = None
 
 
 class Policy(StrictModel):

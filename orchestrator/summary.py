@@ -18,6 +18,8 @@ __all__ = ["STATE_ATTR", "build_summary", "pareto_front", "write_outputs"]
 
 #: trial user attribute holding our state (complete, infeasible, gated, failed)
 STATE_ATTR = "state"
+#: study attribute holding, by trial number, the metrics of plans re-trained by `orchestrate finalize`
+FINAL_ATTR = "final_metrics"
 
 
 def _state(trial: optuna.trial.FrozenTrial) -> str:
@@ -67,6 +69,7 @@ def build_summary(study: optuna.Study, out_dir: Path) -> dict[str, Any]:
             "layers": trial.user_attrs.get("plan", {}).get("layers", {}),
             "error": trial.user_attrs.get("error"),
             "duration_s": trial.user_attrs.get("duration_s"),
+            "final": attrs.get(FINAL_ATTR, {}).get(str(trial.number)),
             "pareto": False,
             "plan": None,
         }

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_EXPERIMENT",
     "MlflowTracker",
+    "log_final_metrics",
     "Tracker",
     "default_artifact_location",
     "default_tracking_uri",
@@ -328,6 +329,29 @@ def read_trial_runs(
         for run in runs
     ]
     return sorted(rows, key=lambda row: (row["trial_number"], row["start_time"] or 0))
+
+
+def log_final_metrics(
+    tracking_uri: str,
+    study_name: str,
+    trial_number: int,
+    metrics: Mapping[str, Any],
+    *,
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> str | None:
+    """Add ``final_<metric>`` to the child run of a trial (after ``orchestrate finalize``); its run id."""
+    client = _mlflow_client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    tags = {ROLE_TAG: "trial", STUDY_TAG: study_name, TRIAL_TAG: str(trial_number)}
+    runs = _search_runs(client, found.experiment_id, tags)
+    if not runs:
+        return None
+    run_id: str = runs[-1].info.run_id
+    finals = {f"final_{key}": value for key, value in _metrics(metrics).items()}
+    _log_batch(client, run_id, metrics=finals)
+    return run_id
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -110,6 +110,27 @@ def test_a_trial_exports_by_its_number_from_storage(
     assert out.stat().st_size > 0
 
 
+def test_finalize_retrains_the_pareto_plans_and_records_them_everywhere(
+    first: dict[str, Any], runs: Path
+) -> None:
+    result = CliRunner().invoke(app, ["finalize", "--study", "quickstart", "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((runs / "quickstart" / "summary.json").read_text())
+    pareto = summary["pareto"]
+    assert pareto
+    for row in pareto:
+        final = row["final"]
+        assert {"accuracy", "macs", "size_bytes", "macs_ratio"} <= final.keys()
+        assert final["macs"] == row["metrics"]["macs"]  # the same plan, trained longer
+        assert (runs / "quickstart" / "final" / f"trial-{row['number']:04d}" / "model.pt").exists()
+        assert f"trial {row['number']}: accuracy" in result.output
+    children = {
+        r["trial_number"]: r for r in read_trial_runs(f"sqlite:///{runs / 'mlflow.db'}", "quickstart")
+    }
+    for row in pareto:
+        assert children[row["number"]]["metrics"]["final_accuracy"] == pytest.approx(row["final"]["accuracy"])
+
+
 def test_rerun_with_a_larger_budget_adds_exactly_the_difference(first: dict[str, Any], runs: Path) -> None:
     again = _search(runs, "--budget", "16")
     assert again["counts"]["finished"] == 16

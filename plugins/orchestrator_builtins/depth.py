@@ -84,11 +84,16 @@ class DepthPruner(Pruner[DepthOptions]):
                 )
 
 
+#: attribute naming the original qualified name of a stack item that moved up when others were dropped
+ORIGIN_ATTR = "_orchestrator_origin"
+
+
 def drop_blocks(model: nn.Module, names: Sequence[str]) -> None:
     """Remove the named blocks from ``model`` in place (no check that they are droppable).
 
-    Items of an ``nn.ModuleList`` are deleted from it (later items move up); any other block is replaced
-    by ``nn.Identity()``. A name inside another dropped block is skipped: it is gone with its parent.
+    Items of an ``nn.ModuleList`` are deleted from it (later items move up, each keeping its original
+    name in the attribute ``ORIGIN_ATTR``); any other block is replaced by ``nn.Identity()``. A name
+    inside another dropped block is skipped: it is gone with its parent.
     """
     from torch import nn
 
@@ -105,6 +110,9 @@ def drop_blocks(model: nn.Module, names: Sequence[str]) -> None:
         stack = model.get_submodule(parent_name)
         assert isinstance(stack, nn.ModuleList)
         before = len(stack)
+        for index, item in enumerate(stack):  # where each kept layer came from, for feature-kd
+            if not hasattr(item, ORIGIN_ATTR):
+                setattr(item, ORIGIN_ATTR, f"{parent_name}.{index}")
         for index in sorted(indices, reverse=True):  # from the end, so indices stay valid
             del stack[index]
         _update_config(model, before, len(stack))

@@ -1,29 +1,33 @@
-"""Distiller ``kd``: logit distillation (Hinton et al.) with temperature and alpha, within a budget."""
+"""Distillers ``kd`` (logit distillation, Hinton et al.) and ``none`` (no recovery).
+
+``kd`` trains the student on ``alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * task loss`` within
+the budgets, schedule and early stop of :mod:`orchestrator_builtins.recovery`.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sized
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field
 
-from orchestrator import ComponentOptions, Distiller, RecoveryMonitor, Task, hookimpl
+from orchestrator import Batch, ComponentOptions, Distiller, RecoveryMonitor, Task, hookimpl
+from orchestrator_builtins.recovery import RecoveryOptions, train
 
 
-class KDOptions(ComponentOptions):
-    #: passes over the training data (fractions allowed)
-    epochs: float = Field(default=2.0, gt=0)
-    #: stop after this many optimizer steps, whatever ``epochs`` says
-    max_steps: int | None = Field(default=None, ge=1)
+class KDOptions(RecoveryOptions):
     temperature: float = Field(default=4.0, gt=0)
     #: weight of the distillation term; 1 - alpha weighs the task loss
     alpha: float = Field(default=0.7, ge=0, le=1)
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    schedule: Literal["constant", "cosine"] = "cosine"
-    #: how many times per run the monitor is asked whether to go on (for early gating)
-    checkpoints: int = Field(default=2, ge=1)
+
+
+def logit_loss(student_out: Any, teacher_out: Any, batch: Batch, task: Task[Any], opts: KDOptions) -> Any:
+    """The ``kd`` loss of one batch from the student's and the teacher's outputs."""
+    import torch.nn.functional as F  # noqa: N812
+
+    t = opts.temperature
+    soft = F.softmax(teacher_out / t, dim=-1)
+    distill = F.kl_div(F.log_softmax(student_out / t, dim=-1), soft, reduction="batchmean")
+    return opts.alpha * t * t * distill + (1 - opts.alpha) * task.loss(student_out, batch)
 
 
 class KDDistiller(Distiller[KDOptions]):
@@ -31,6 +35,7 @@ class KDDistiller(Distiller[KDOptions]):
 
     name: ClassVar[str] = "kd"
     Options = KDOptions
+    summary: ClassVar[str] = "logit distillation; epoch/step/time budget, lr schedule, early stop"
 
     def distill(
         self,
@@ -41,47 +46,37 @@ class KDDistiller(Distiller[KDOptions]):
         monitor: RecoveryMonitor | None = None,
     ) -> Any:
         import torch
-        import torch.nn.functional as F  # noqa: N812
 
-        opts = self.options
-        data = task.train_data()
-        steps_per_epoch = len(data) if isinstance(data, Sized) else sum(1 for _ in data)
-        total = max(1, math.ceil(opts.epochs * steps_per_epoch))
-        if opts.max_steps is not None:
-            total = min(total, opts.max_steps)
-        optimizer = torch.optim.Adam(student.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-        scheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-            if opts.schedule == "cosine"
-            else None
-        )
-        checks = {math.ceil(total * (i + 1) / opts.checkpoints) for i in range(opts.checkpoints)}
         teacher.eval()
-        t = opts.temperature
-        step = 0
-        while step < total:
-            for batch in data:
-                student.train()
-                inputs = task.inputs(batch)
-                with torch.no_grad():
-                    soft = F.softmax(teacher(*inputs) / t, dim=-1)
-                logits = student(*inputs)
-                distill = F.kl_div(F.log_softmax(logits / t, dim=-1), soft, reduction="batchmean")
-                loss = opts.alpha * t * t * distill + (1 - opts.alpha) * task.loss(logits, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                step += 1
-                if monitor is not None and step in checks:
-                    student.eval()
-                    monitor(step / total, student)
-                if step >= total:
-                    break
+
+        def loss_of(batch: Batch) -> Any:
+            inputs = task.inputs(batch)
+            with torch.no_grad():
+                teacher_out = teacher(*inputs)
+            return logit_loss(student(*inputs), teacher_out, batch, task, self.options)
+
+        train(student, task, loss_of, self.options, monitor=monitor)
+        return student.eval()
+
+
+class NoRecovery(Distiller[ComponentOptions]):
+    """No recovery: the compressed model is evaluated as pruned."""
+
+    name: ClassVar[str] = "none"
+    summary: ClassVar[str] = "no recovery training"
+
+    def distill(
+        self,
+        student: Any,
+        teacher: Any,
+        task: Task[Any],
+        *,
+        monitor: RecoveryMonitor | None = None,
+    ) -> Any:
         return student.eval()
 
 
 @hookimpl
 def orchestrator_register(registry: Any) -> None:
     registry.register(KDDistiller)
+    registry.register(NoRecovery)
