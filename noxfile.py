@@ -43,3 +43,20 @@ def demo(session: nox.Session) -> None:
     """The README's main job: a real search on the bundled digits task."""
     _install(session)
     session.run("orchestrate", "search", "policies/quickstart.yaml", "--budget", "20")
+
+
+#: the benchmarks of docs/benchmarks.md, in the order they are written there
+BENCHMARKS = ("depth_vs_width.py", "search_efficiency.py", "quantization.py", "overhead.py", "recovery.py")
+QUICK = ("overhead.py", "recovery.py")  # those with a --quick mode
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks and rewrite docs/benchmarks.md; ``nox -s bench -- --quick`` for a smoke test."""
+    _install(session, "[dev,inc,nlp,onnx]")
+    if "--quick" in session.posargs:
+        for script in QUICK:
+            session.run("python", f"benchmarks/{script}", "--quick")
+        return
+    for script in BENCHMARKS:
+        session.run("python", f"benchmarks/{script}", "--write", "docs/benchmarks.md")
