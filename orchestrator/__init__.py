@@ -30,7 +30,16 @@ from orchestrator.hookspecs import hookimpl, hookspec
 from orchestrator.plan import CompressionPlan, LayerDecision
 from orchestrator.policy import Policy, load_policy, parse_policy, policy_json_schema
 from orchestrator.registry import ComponentRegistry, PluginRegistry, load_registry
-from orchestrator.task import Batch, ShuffledBatches, Task, cache_dir, classification_accuracy, fixed_batches
+from orchestrator.task import (
+    Batch,
+    ClassificationTask,
+    ShuffledBatches,
+    Task,
+    cache_dir,
+    classification_accuracy,
+    classification_task,
+    fixed_batches,
+)
 
 __version__ = "0.1.0"
 
@@ -59,6 +68,8 @@ __all__ = [
     "Scores",
     "ShuffledBatches",
     "Task",
+    "ClassificationTask",
+    "classification_task",
     "UnknownComponentError",
     "__version__",
     "cache_dir",

@@ -4,7 +4,8 @@ A search recovers each trial briefly (``pipeline.distiller``); the plans that en
 deserve the long budget of ``search.finalize.distiller``. Each is applied again from the cached baseline
 with that distiller, saved and measured side by side with the baseline. Its metrics are stored on the
 study (``final_metrics``, by trial number: a finished trial cannot be changed), shown as the Pareto
-row's ``final`` in ``summary.json``, and logged to the trial's MLflow child run (``final_<metric>``). Artifacts go to ``RUNS/STUDY/final/trial-NNNN/model.pt``.
+row's ``final`` in ``summary.json``, and logged to the trial's MLflow child run (``final_<metric>``).
+Artifacts go to ``RUNS/STUDY/final/trial-NNNN/model.pt``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator.components import Component, ComponentKind, OptionsT
+from orchestrator.components import Component, ComponentKind, ComponentOptions, OptionsT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["Batch", "ShuffledBatches", "Task", "cache_dir", "classification_accuracy", "fixed_batches"]
+__all__ = [
+    "Batch",
+    "ClassificationTask",
+    "ShuffledBatches",
+    "Task",
+    "cache_dir",
+    "classification_accuracy",
+    "classification_task",
+    "fixed_batches",
+]
 
 #: One batch from a task's data: model inputs first, then targets. ``Task.inputs`` and ``Task.loss``
 #: say how a task's batches are read.
@@ -163,3 +172,41 @@ def classification_accuracy(model: nn.Module, batches: Iterable[Batch]) -> float
             correct += int((model(x).argmax(dim=-1) == y).sum())
             total += len(y)
     return 100.0 * correct / total
+
+
+class ClassificationTask(Task[OptionsT]):
+    """A classifier fed ``(inputs, labels)`` batches: example inputs are taken from the evaluation data,
+    the metric is top-1 ``accuracy`` in percent. Subclasses give ``name``, ``build_model``,
+    ``train_data`` and ``eval_data``."""
+
+    def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        first = next(iter(self.eval_data()))[0]
+        repeats = -(-batch_size // len(first))
+        return (first.repeat(repeats, *[1] * (first.dim() - 1))[:batch_size],)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return {"accuracy": classification_accuracy(model, self.eval_data())}
+
+
+def classification_task(
+    name: str, model: nn.Module, train: Iterable[Batch], evaluation: Iterable[Batch]
+) -> type[ClassificationTask[ComponentOptions]]:
+    """A task class for your trained classifier and your data (e.g. two ``DataLoader``); register it
+    with ``registry.components.register(...)`` and name it in a policy's ``task:``.
+
+    ``train`` is iterated once per epoch of recovery; ``evaluation`` should be in a fixed order.
+    """
+
+    class _Yours(ClassificationTask[ComponentOptions]):
+        def build_model(self) -> nn.Module:
+            return model.eval()
+
+        def train_data(self) -> Iterable[Batch]:
+            return train
+
+        def eval_data(self) -> Iterable[Batch]:
+            return evaluation
+
+    _Yours.name = name
+    _Yours.__name__ = _Yours.__qualname__ = f"ClassificationTask[{name}]"
+    return _Yours
