@@ -8,7 +8,11 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["compressible_layers", "droppable_blocks", "output_layers"]
+__all__ = ["ORIGIN_ATTR", "compressible_layers", "current_names", "droppable_blocks", "output_layers"]
+
+#: attribute giving the qualified name a module had before a depth pruner moved it (an item of an
+#: ``nn.ModuleList`` whose earlier items were dropped moves up)
+ORIGIN_ATTR = "_orchestrator_origin"
 
 
 def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -17,6 +21,16 @@ def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
 
     kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding)
     return {name: m for name, m in model.named_modules() if name and isinstance(m, kinds)}
+
+
+def current_names(model: nn.Module) -> dict[str, str]:
+    """Original qualified name -> current name, for every module that moved when layers were dropped."""
+    moved = {}
+    for name, module in model.named_modules():
+        origin = getattr(module, ORIGIN_ATTR, None)
+        if isinstance(origin, str) and origin != name:
+            moved[origin] = name
+    return moved
 
 
 def output_layers(model: nn.Module, example_inputs: tuple[object, ...]) -> list[str]:

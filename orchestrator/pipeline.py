@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.artifact import load_artifact, save_artifact
 from orchestrator.errors import PlanError
-from orchestrator.layers import compressible_layers, droppable_blocks
+from orchestrator.layers import compressible_layers, current_names, droppable_blocks
 from orchestrator.measure import (
     compare_latency,
     count_macs_params,
@@ -18,7 +18,7 @@ from orchestrator.measure import (
     load_average,
     theoretical_bytes,
 )
-from orchestrator.plan import CompressionPlan
+from orchestrator.plan import CompressionPlan, rename
 from orchestrator.policy import MeasureSpec, Policy
 from orchestrator.routing import relocate, routed_plans
 from orchestrator.task import Task
@@ -183,9 +183,14 @@ class Pipeline:
             scores = self.scores(baseline)
             for pruner in self.pruners:
                 student = pruner.prune(student, plan, self.task, scores=scores)
-                if pruner.handles_drop:  # what was inside a dropped block is gone
-                    plan = plan.without_dropped_descendants()
+                if pruner.handles_drop:  # what was inside a dropped block is gone, later layers moved up
+                    plan = self.after_drops(plan, student)
         return student.eval()
+
+    @staticmethod
+    def after_drops(plan: CompressionPlan, model: nn.Module) -> CompressionPlan:
+        """``plan`` for ``model`` after a depth pruner: without what was dropped, with moved names."""
+        return plan.without_dropped_descendants().renamed(current_names(model))
 
     def quantize(self, model: nn.Module, plan: CompressionPlan) -> tuple[nn.Module, dict[str, str]]:
         """``model`` with the plan's bits applied, and the name of the quantizer of each layer."""
@@ -219,8 +224,11 @@ class Pipeline:
         student.eval()
         model = student
         bits = plan.bits()
-        theoretical = theoretical_bytes(student, bits)  # before quantizers replace layers in place
-        model, quantized_by = self.quantize(student, plan)
+        current = self.after_drops(plan, student)  # the plan under the pruned model's names
+        theoretical = theoretical_bytes(student, current.bits())  # before quantizers replace layers
+        model, moved_by = self.quantize(student, current)
+        back = {new: old for old, new in current_names(student).items()}  # report under the plan's names
+        quantized_by = {rename(name, back): quantizer for name, quantizer in moved_by.items()}
         metrics = dict(self.task.evaluate(model))
         for key, value in metrics.items():
             if not math.isfinite(value):

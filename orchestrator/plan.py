@@ -12,7 +12,7 @@ from orchestrator.errors import PlanError
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-__all__ = ["FLOAT_BITS", "VALID_BITS", "CompressionPlan", "LayerDecision"]
+__all__ = ["FLOAT_BITS", "VALID_BITS", "CompressionPlan", "LayerDecision", "rename"]
 
 #: ``bits: 32`` (or no bits) keeps a layer in float
 FLOAT_BITS = 32
@@ -81,6 +81,12 @@ class CompressionPlan(BaseModel):
         kept = {n: d for n, d in self.layers.items() if not any(n.startswith(f"{b}.") for b in dropped)}
         return self if len(kept) == len(self.layers) else CompressionPlan(layers=kept)
 
+    def renamed(self, moved: Mapping[str, str]) -> CompressionPlan:
+        """The plan with names under a moved module (``moved``: old prefix -> new) rewritten."""
+        if not moved:
+            return self
+        return CompressionPlan(layers={rename(n, moved): d for n, d in self.layers.items()})
+
     @property
     def is_identity(self) -> bool:
         return all(d.is_noop for d in self.layers.values())
@@ -117,3 +123,12 @@ class CompressionPlan(BaseModel):
 
 
 _NOOP = LayerDecision()
+
+
+def rename(name: str, moved: Mapping[str, str]) -> str:
+    """``name`` with its longest prefix found in ``moved`` (old -> new qualified name) replaced."""
+    prefixes = [old for old in moved if name == old or name.startswith(f"{old}.")]
+    if not prefixes:
+        return name
+    old = max(prefixes, key=len)
+    return moved[old] + name[len(old) :]

@@ -78,3 +78,32 @@ def test_gptq_runs_on_the_transformer_stack_and_beats_round_to_nearest(registry:
         cosine[algorithm] = apply_policy(policy, registry, tmp_path / algorithm)["compressed"]["cosine"]
     assert cosine["gptq"] > cosine["rtn"]
     assert cosine["gptq"] >= 0.98
+
+
+def test_layers_that_moved_up_after_a_drop_keep_their_decisions(registry: Any, tmp_path: Path) -> None:
+    """Dropping layers 1 and 2 moves layer 3 to index 1: its plan entry (by its original name) follows it."""
+    from orchestrator.pipeline import Pipeline
+    from orchestrator.policy import parse_policy
+
+    policy = parse_policy(
+        """
+schema_version: 1
+task: minilm
+pipeline: {pruner: depth, distiller: none, quantizer: {name: torch-int8, options: {mode: dynamic}}}
+plan:
+  layers:
+    bert.encoder.layer.1: {drop: true}
+    bert.encoder.layer.2: {drop: true}
+    bert.encoder.layer.3.intermediate.dense: {bits: 8}
+"""
+    )
+    pipeline = Pipeline.from_policy(policy, registry)
+    assert policy.plan is not None
+    result = pipeline.compress(policy.plan, pipeline.baseline(tmp_path))
+
+    def kind(name: str) -> str:
+        return type(result.model.get_submodule(name)).__module__
+
+    assert kind("bert.encoder.layer.1.intermediate.dense").startswith("torch.ao.nn.quantized.dynamic")
+    assert kind("bert.encoder.layer.3.intermediate.dense") == "torch.nn.modules.linear"  # was layer 5
+    assert result.layers["bert.encoder.layer.3.intermediate.dense"]["quantizer"] == "torch-int8"

@@ -33,3 +33,20 @@ def test_unknown_layer_suggests_the_closest_name() -> None:
     plan = CompressionPlan(layers={"features.conv_1": LayerDecision(prune_ratio=0.5)})
     with pytest.raises(PlanError, match=r"did you mean 'features\.conv1'"):
         plan.check_layers(["features.conv1", "classifier.fc1"])
+
+
+def test_renamed_follows_moved_prefixes_only() -> None:
+    from orchestrator.plan import CompressionPlan
+
+    plan = CompressionPlan.model_validate(
+        {
+            "layers": {
+                "s.3.fc": {"bits": 8},
+                "s.30.fc": {"bits": 8},
+                "s.1": {"drop": True},
+                "head": {"bits": 8},
+            }
+        }
+    )
+    moved = plan.renamed({"s.3": "s.1", "s.30": "s.28"})
+    assert list(moved.layers) == ["s.1.fc", "s.28.fc", "s.1", "head"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from orchestrator import ComponentOptions, CompressionPlan, PlanError, Pruner, Scores, Task, hookimpl
-from orchestrator.layers import droppable_blocks
+from orchestrator.layers import ORIGIN_ATTR, droppable_blocks
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -82,10 +82,6 @@ class DepthPruner(Pruner[DepthOptions]):
                     f"the depth pruner's min_kept is {self.options.min_kept}",
                     field=f"plan.layers.{last}.drop",
                 )
-
-
-#: attribute naming the original qualified name of a stack item that moved up when others were dropped
-ORIGIN_ATTR = "_orchestrator_origin"
 
 
 def drop_blocks(model: nn.Module, names: Sequence[str]) -> None:

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from orchestrator import Batch, Distiller, PlanError, RecoveryMonitor, Task, hookimpl
-from orchestrator.layers import compressible_layers, droppable_blocks, output_layers
-from orchestrator_builtins.depth import ORIGIN_ATTR
+from orchestrator.layers import ORIGIN_ATTR, compressible_layers, droppable_blocks, output_layers
 from orchestrator_builtins.kd import KDOptions, logit_loss
 from orchestrator_builtins.recovery import train
 
