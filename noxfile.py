@@ -46,8 +46,16 @@ def demo(session: nox.Session) -> None:
 
 
 #: the benchmarks of docs/benchmarks.md, in the order they are written there
-BENCHMARKS = ("depth_vs_width.py", "search_efficiency.py", "quantization.py", "overhead.py", "recovery.py")
-QUICK = ("overhead.py", "recovery.py")  # those with a --quick mode
+BENCHMARKS = (
+    "depth_vs_width.py",
+    "search_efficiency.py",
+    "quantization.py",
+    "joint_vs_sequential.py",
+    "minilm_depth_int8.py",
+    "overhead.py",
+    "recovery.py",
+)
+QUICK = ("joint_vs_sequential.py", "overhead.py", "recovery.py")  # those with a --quick mode
 
 
 @nox.session
