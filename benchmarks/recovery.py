@@ -29,6 +29,7 @@ from orchestrator.layers import compressible_layers
 from orchestrator.measure import count_macs_params, threads
 
 SECTION = "## B7: recovery methods at 16x fewer MACs (mnist-resnet)"
+#: the small task of --quick (the tests' configuration): trains in seconds
 QUICK = {
     "train_size": 3000,
     "eval_size": 500,
@@ -36,8 +37,8 @@ QUICK = {
     "widths": [8, 16, 32],
     "blocks": 2,
     "batch_size": 64,
+    "lr": 0.05,
 }
-QUICK["lr"] = 0.05
 METHODS = {
     "fine-tune": ("kd", {"alpha": 0.0}),
     "kd": ("kd", {"alpha": 0.7, "temperature": 4.0}),
