@@ -183,25 +183,17 @@ def section(results: list[Result], facts: dict[str, Any], args: argparse.Namespa
         "",
         "```bash",
         f"python benchmarks/depth_vs_width.py --kd-epochs {args.kd_epochs:g} --rounds {args.rounds} "
-        "--write docs/benchmarks.md",
+        f"--seeds {' '.join(map(str, args.seeds))} --write docs/benchmarks.md",
         "```",
         "",
     ]
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--kd-epochs", type=float, default=2.0, help="recovery epochs for both models")
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for training and scoring")
-    parser.add_argument("--write", type=Path, default=None, help="markdown file to put the section in")
-    args = parser.parse_args()
-
+def one_seed(seed: int, args: argparse.Namespace, registry: Any) -> tuple[list[Result], dict[str, Any]]:
+    """Baseline, depth cut and width cut of the mnist-resnet of this seed, recovered and timed."""
     start = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    registry = load_registry()
-    task = registry.components.create("task", "mnist-resnet")
+    task = registry.components.create("task", "mnist-resnet", {"seed": seed})
     kd = registry.components.create("distiller", "kd", {"epochs": args.kd_epochs})
     assert isinstance(task, Task)
     assert isinstance(kd, Distiller)
@@ -210,12 +202,12 @@ def main() -> None:
 
     depth, dropped, cka = cka_depth(baseline, task, registry)
     cut = task.evaluate(depth)["accuracy"]
-    print(f"depth: dropped {dropped}; {cut:.2f} % before kd", flush=True)
+    print(f"seed {seed} depth: dropped {dropped}; {cut:.2f} % before kd", flush=True)
     results.append(_measured("depth (CKA)", _recover(depth, baseline, task, kd), task, cut))
 
     width, ratio = uniform_width(baseline, task, registry, results[1].macs)
     cut = task.evaluate(width)["accuracy"]
-    print(f"width: ratio {ratio:.3f}; {cut:.2f} % before kd", flush=True)
+    print(f"seed {seed} width: ratio {ratio:.3f}; {cut:.2f} % before kd", flush=True)
     results.append(_measured("width (uniform)", _recover(width, baseline, task, kd), task, cut))
 
     load_before = load_average()
@@ -229,7 +221,60 @@ def main() -> None:
         "load_after": load_average(),
         "seconds": time.perf_counter() - start,
     }
-    text = section(results, facts, args)
+    return results, facts
+
+
+def seeds_table(runs: dict[int, list[Result]]) -> list[str]:
+    """Accuracy and latency ratios of both cuts for every seed, and their means."""
+    lines = [
+        "| seed | baseline % | depth % | width % | depth MACs ratio | width MACs ratio | "
+        + " | ".join(f"depth b{b} ratio | width b{b} ratio" for b in BATCHES)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|---|" * len(BATCHES),
+    ]
+    rows = []
+    for seed, (base, depth, width) in runs.items():
+        row = [base.accuracy, depth.accuracy, width.accuracy, depth.macs / base.macs, width.macs / base.macs]
+        for b in BATCHES:
+            row += [r.latency[b].median_ms / base.latency[b].median_ms for r in (depth, width)]
+        rows.append(row)
+        lines.append(f"| {seed} | " + " | ".join(f"{v:.3f}" if v < 2 else f"{v:.2f}" for v in row) + " |")
+    means = [sum(col) / len(col) for col in zip(*rows, strict=True)]
+    lines.append("| mean | " + " | ".join(f"**{v:.3f}**" if v < 2 else f"**{v:.2f}**" for v in means) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--kd-epochs", type=float, default=2.0, help="recovery epochs for both models")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training and scoring")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="task seeds (baselines)")
+    parser.add_argument("--write", type=Path, default=None, help="markdown file to put the section in")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    registry = load_registry()
+    start = time.perf_counter()
+    runs, first = {}, None
+    for seed in args.seeds:
+        results, facts = one_seed(seed, args, registry)
+        runs[seed] = results
+        first = first or (results, facts)
+    assert first is not None
+    first[1]["seconds"] = time.perf_counter() - start  # the whole run, every seed
+    text = section(*first, args)
+    if len(runs) > 1:
+        extra = [
+            "",
+            f"Every seed (the task's seed: a baseline trained for each), the table above being seed "
+            f"{args.seeds[0]}:",
+            "",
+            *seeds_table(runs),
+            "",
+        ]
+        head, _, tail = text.partition("\nMeasured ")
+        text = head + "\n".join(extra) + "\nMeasured " + tail
     print(text)
     if args.write is not None:
         write_section(args.write, SECTION, text)
