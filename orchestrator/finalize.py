@@ -48,6 +48,7 @@ def finalize_study(
     pipeline = Pipeline.from_policy(policy.model_copy(update={"pipeline": final_pipeline}), registry)
     out_dir.mkdir(parents=True, exist_ok=True)
     baseline = pipeline.baseline(out_dir)
+    _same_baseline(study, baseline.metrics, pipeline.task.metric)
     finals: dict[str, dict[str, float]] = dict(study.user_attrs.get(FINAL_ATTR, {}))
     results = []
     for row in build_summary(study, out_dir)["pareto"]:
@@ -66,3 +67,15 @@ def finalize_study(
     baseline.artifact.unlink(missing_ok=True)
     write_outputs(study, out_dir)
     return results
+
+
+def _same_baseline(study: optuna.Study, metrics: dict[str, float], metric: str) -> None:
+    """Refuse to finalize against another baseline than the one the study was searched with."""
+    searched = study.user_attrs.get("baseline", {}).get(metric)
+    now = metrics.get(metric)
+    if searched is not None and now is not None and abs(searched - now) > 1e-6 * max(1.0, abs(searched)):
+        raise OrchestratorError(
+            f"the baseline now scores {metric} {now:.6g}, but study '{study.study_name}' was searched "
+            f"against {searched:.6g}: another cached baseline (is ORCHESTRATOR_CACHE the same as during "
+            "the search?)"
+        )

@@ -131,6 +131,22 @@ def test_finalize_retrains_the_pareto_plans_and_records_them_everywhere(
         assert children[row["number"]]["metrics"]["final_accuracy"] == pytest.approx(row["final"]["accuracy"])
 
 
+def test_finalize_refuses_a_different_baseline(tmp_path: Path) -> None:
+    import optuna
+
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(
+        app, ["search", str(QUICKSTART), "--runs-dir", str(runs), "--no-progress", "--budget", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{runs / 'optuna.db'}")
+    study.set_user_attr("baseline", {**study.user_attrs["baseline"], "accuracy": 50.0})
+    result = CliRunner().invoke(app, ["finalize", "--study", "quickstart", "--runs-dir", str(runs)])
+    assert result.exit_code == 1
+    assert "searched against 50" in result.output
+    assert "ORCHESTRATOR_CACHE" in result.output
+
+
 def test_rerun_with_a_larger_budget_adds_exactly_the_difference(first: dict[str, Any], runs: Path) -> None:
     again = _search(runs, "--budget", "16")
     assert again["counts"]["finished"] == 16
