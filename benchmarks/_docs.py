@@ -16,3 +16,22 @@ def write_section(path: Path, heading: str, text: str) -> None:
         doc = doc.rstrip("\n") + "\n\n" + text
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc)
+
+
+def measured(details: str, command: str) -> list[str]:
+    """The closing lines of a section: when and on what it was measured (``details`` appended, e.g.
+    "; the run took 3.1 min"), and the command that reproduces it (``benchmarks/...py ARGS``)."""
+    import datetime
+    import os
+
+    import torch
+
+    return [
+        f"Measured {datetime.date.today()} on {os.cpu_count()} CPU cores, torch {torch.__version__}"
+        f"{details}. Reproduce with:",
+        "",
+        "```bash",
+        f"python {command} --write docs/benchmarks.md",
+        "```",
+        "",
+    ]

@@ -16,16 +16,14 @@ better. Three seeds (sampler seed), the same reference plans enqueued for both.
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator import CompressionPlan, load_registry, parse_policy
 from orchestrator.events import TrialFinished
@@ -152,13 +150,10 @@ def main() -> None:
             "",
             "\n".join(lines),
             "",
-            f"Measured {datetime.date.today()} on 2 CPU cores, torch {torch.__version__}; the run took "
-            f"{(time.perf_counter() - start) / 60:.1f} min. Reproduce with:",
-            "",
-            "```bash",
-            f"python benchmarks/joint_vs_sequential.py{quick} --write docs/benchmarks.md",
-            "```",
-            "",
+            *measured(
+                f"; the run took {(time.perf_counter() - start) / 60:.1f} min",
+                f"benchmarks/joint_vs_sequential.py{quick}",
+            ),
         ]
     )
     print(text)

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator import load_registry, parse_policy
 from orchestrator.layers import droppable_blocks
@@ -119,14 +117,10 @@ def main() -> None:
             "",
             "\n".join(lines),
             "",
-            f"Measured {datetime.date.today()} on 2 CPU cores, torch {torch.__version__}; the run took "
-            f"{(time.perf_counter() - start) / 60:.1f} min. Reproduce with:",
-            "",
-            "```bash",
-            f"python benchmarks/minilm_depth_int8.py --epochs {args.epochs:g} --rounds {args.rounds} "
-            "--write docs/benchmarks.md",
-            "```",
-            "",
+            *measured(
+                f"; the run took {(time.perf_counter() - start) / 60:.1f} min",
+                f"benchmarks/minilm_depth_int8.py --epochs {args.epochs:g} --rounds {args.rounds}",
+            ),
         ]
     )
     print(text)

@@ -12,7 +12,6 @@ tracking, summaries, plots, start-up. Reported per trial and as a fraction of th
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import statistics
 import tempfile
@@ -21,8 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -95,13 +93,9 @@ def main() -> None:
             "",
             "\n".join(lines),
             "",
-            f"Median fraction of the run spent orchestrating: **{fraction:.1%}**. Measured "
-            f"{datetime.date.today()} on 2 CPU cores, torch {torch.__version__}. Reproduce with:",
+            f"Median fraction of the run spent orchestrating: **{fraction:.1%}**.",
             "",
-            "```bash",
-            f"python benchmarks/overhead.py{quick} --write docs/benchmarks.md",
-            "```",
-            "",
+            *measured("", f"benchmarks/overhead.py{quick}"),
         ]
     )
     print(text)

@@ -10,14 +10,12 @@ thread, median and coefficient of variation), so each row's ratios come from one
 from __future__ import annotations
 
 import argparse
-import datetime
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator import load_registry
 from orchestrator.measure import load_average
@@ -100,14 +98,11 @@ def main() -> None:
             "",
             table(rows),
             "",
-            f"Measured {datetime.date.today()} on 2 CPU cores, torch {torch.__version__}, load average "
-            f"{load_before:.2f} before and {load_average():.2f} after; the run took {minutes:.1f} min. "
-            "Reproduce with:",
-            "",
-            "```bash",
-            f"python benchmarks/quantization.py --rounds {args.rounds} --write docs/benchmarks.md",
-            "```",
-            "",
+            *measured(
+                f", load average {load_before:.2f} before and {load_average():.2f} after; the run took "
+                f"{minutes:.1f} min",
+                f"benchmarks/quantization.py --rounds {args.rounds}",
+            ),
         ]
     )
     print(text)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator import CompressionPlan, Task, load_registry
 from orchestrator.layers import compressible_layers
@@ -146,14 +145,10 @@ def main() -> None:
             "",
             table(result, args.seeds),
             "",
-            f"Measured {datetime.date.today()} on 2 CPU cores, torch {torch.__version__}; the run took "
-            f"{minutes:.1f} min (baselines trained when not cached). Reproduce with:",
-            "",
-            "```bash",
-            f"python benchmarks/recovery.py --seeds {' '.join(map(str, args.seeds))} --epochs {epochs:g}"
-            f"{quick} --write docs/benchmarks.md",
-            "```",
-            "",
+            *measured(
+                f"; the run took {minutes:.1f} min (baselines trained when not cached)",
+                f"benchmarks/recovery.py --seeds {' '.join(map(str, args.seeds))} --epochs {epochs:g}{quick}",
+            ),
         ]
     )
     print(text)

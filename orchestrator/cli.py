@@ -180,6 +180,22 @@ def search(
         raise typer.Exit(130)
 
 
+def _load_study(study: str, storage: str | None, runs_dir: Path) -> Any:
+    """The stored study named ``study``; an error naming the studies the storage holds if absent."""
+    import optuna
+
+    from orchestrator.storage import default_storage_url, open_storage
+
+    url = storage or default_storage_url(runs_dir.resolve())
+    try:
+        return optuna.load_study(study_name=study, storage=open_storage(url))
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))]
+        raise OrchestratorError(
+            f"no study '{study}' in {url}; studies there: {', '.join(names) or 'none'}"
+        ) from None
+
+
 @app.command()
 def report(
     study: Annotated[str, typer.Option(help="Study name.")],
@@ -191,21 +207,10 @@ def report(
     ),
 ) -> None:
     """Redraw summary.json, Pareto plans and plots of a study from its storage."""
-    from orchestrator.errors import OrchestratorError
-    from orchestrator.storage import default_storage_url, open_storage
     from orchestrator.summary import write_outputs
 
     with _user_errors():
-        import optuna
-
-        url = storage or default_storage_url(runs_dir.resolve())
-        try:
-            loaded = optuna.load_study(study_name=study, storage=open_storage(url))
-        except KeyError:
-            names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))]
-            raise OrchestratorError(
-                f"no study '{study}' in {url}; studies there: {', '.join(names) or 'none'}"
-            ) from None
+        loaded = _load_study(study, storage, runs_dir)
         out = runs_dir.resolve() / study
         summary = write_outputs(loaded, out)
     _print_summary(summary, out)
@@ -222,21 +227,13 @@ def finalize(
     ),
 ) -> None:
     """Re-train the study's Pareto plans with search.finalize's long recovery budget and record them."""
-    import optuna
-
     from orchestrator.finalize import finalize_study
     from orchestrator.policy import parse_policy
-    from orchestrator.storage import default_storage_url, open_storage
     from orchestrator.tracking import default_tracking_uri
 
     with _user_errors():
         root = runs_dir.resolve()
-        url = storage or default_storage_url(root)
-        opened = open_storage(url)
-        try:
-            loaded = optuna.load_study(study_name=study, storage=opened)
-        except KeyError:
-            raise OrchestratorError(f"no study '{study}' in {url}") from None
+        loaded = _load_study(study, storage, root)
         policy = parse_policy(loaded.user_attrs["policy"])
         tracking = policy.search.tracking if policy.search else None
         uri = None
@@ -252,22 +249,15 @@ def finalize(
 
 def _trial_policy(trial: int, study: str | None, storage: str | None, runs_dir: Path) -> Any:
     """The policy of ``study`` with the plan of its trial number ``trial``."""
-    import optuna
-
     from orchestrator.errors import PolicyError
     from orchestrator.plan import CompressionPlan
     from orchestrator.policy import parse_policy
-    from orchestrator.storage import default_storage_url, open_storage
 
     if study is None:
         raise PolicyError(
             f"'{trial}' is a trial number: pass --study NAME (and --storage if not the default)"
         )
-    url = storage or default_storage_url(runs_dir.resolve())
-    try:
-        loaded = optuna.load_study(study_name=study, storage=open_storage(url))
-    except KeyError:
-        raise OrchestratorError(f"no study '{study}' in {url}") from None
+    loaded = _load_study(study, storage, runs_dir)
     trials = {t.number: t for t in loaded.get_trials(deepcopy=False)}
     if trial not in trials or "plan" not in trials[trial].user_attrs:
         raise OrchestratorError(

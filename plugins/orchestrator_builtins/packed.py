@@ -62,13 +62,23 @@ def _groups(n: int, group_size: int) -> tuple[int, int]:
 
 
 class _Packed(nn.Module):
-    """Codes, scales and zero points of a weight matrix quantized in groups along its rows."""
+    """Codes, scales and zero points of a weight matrix quantized in groups along its rows, and a bias."""
 
     codes: Tensor
     scales: Tensor
     zeros: Tensor
+    bias: Tensor | None
 
-    def __init__(self, codes: Tensor, scales: Tensor, zeros: Tensor, *, bits: int, group_size: int) -> None:
+    def __init__(
+        self,
+        codes: Tensor,
+        scales: Tensor,
+        zeros: Tensor,
+        bias: Tensor | None = None,
+        *,
+        bits: int,
+        group_size: int,
+    ) -> None:
         super().__init__()
         rows, n = codes.shape
         self.bits, self.columns = bits, n
@@ -80,6 +90,7 @@ class _Packed(nn.Module):
         self.register_buffer("codes", pack_codes(codes, bits))
         self.register_buffer("scales", scales.to(torch.float16))
         self.register_buffer("zeros", zeros.to(torch.float16))
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
     def dequantized(self, rows: Tensor | None = None) -> Tensor:
         """The float weight (or only the given rows of it)."""
@@ -97,21 +108,13 @@ class _Packed(nn.Module):
 class PackedLinear(_Packed):
     """A Linear layer whose weight is stored as packed ``bits``-bit codes."""
 
-    bias: Tensor | None
+    @property
+    def in_features(self) -> int:
+        return self.columns
 
-    def __init__(
-        self,
-        codes: Tensor,
-        scales: Tensor,
-        zeros: Tensor,
-        bias: Tensor | None,
-        *,
-        bits: int,
-        group_size: int,
-    ) -> None:
-        super().__init__(codes, scales, zeros, bits=bits, group_size=group_size)
-        self.in_features, self.out_features = codes.shape[1], codes.shape[0]
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+    @property
+    def out_features(self) -> int:
+        return int(self.codes.shape[0])
 
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.linear(x, self.dequantized(), self.bias)
@@ -150,8 +153,6 @@ class PackedEmbedding(_Packed):
 class PackedConv2d(_Packed):
     """A Conv2d layer whose weight (flattened per output channel) is stored as packed codes."""
 
-    bias: Tensor | None
-
     def __init__(
         self,
         codes: Tensor,
@@ -163,13 +164,12 @@ class PackedConv2d(_Packed):
         group_size: int,
         like: nn.Conv2d,
     ) -> None:
-        super().__init__(codes, scales, zeros, bits=bits, group_size=group_size)
+        super().__init__(codes, scales, zeros, bias, bits=bits, group_size=group_size)
         self.weight_shape = tuple(like.weight.shape)
         self.stride, self.padding = like.stride, like.padding
         self.dilation, self.groups = like.dilation, like.groups
         if not isinstance(self.padding, tuple):
             raise ValueError(f"padding '{self.padding}' is not supported; give it as numbers")
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.dequantized().reshape(self.weight_shape)
