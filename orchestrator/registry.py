@@ -25,7 +25,7 @@ from orchestrator.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Collection, Iterable, Mapping, Sequence
 
 __all__ = [
     "BLOCK_ENV",
@@ -186,14 +186,17 @@ def load_registry(
     block: Iterable[str] = (),
     entry_points_group: str | None = ENTRY_POINT_GROUP,
     plugins: Sequence[tuple[str, object]] = (),
+    distributions: Collection[str] | None = None,
+    block_from_env: bool = True,
 ) -> PluginRegistry:
     """Discover plugins and collect their components.
 
-    ``block`` (plus ``$ORCHESTRATOR_BLOCK``) names plugins not to load, not even import.
-    ``entry_points_group=None`` skips discovery (an isolated registry, e.g. in tests); ``plugins`` adds
-    ``(name, module_or_object)`` pairs directly.
+    ``block`` (plus ``$ORCHESTRATOR_BLOCK`` unless ``block_from_env`` is false) names plugins not to load,
+    not even import. ``entry_points_group=None`` skips discovery (an isolated registry, e.g. in tests);
+    ``distributions`` keeps only the entry points of the named distributions (e.g. the builtins of
+    ``compression-orchestrator``); ``plugins`` adds ``(name, module_or_object)`` pairs directly.
     """
-    blocked = set(block) | _blocked_from_env()
+    blocked = set(block) | (_blocked_from_env() if block_from_env else set())
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     owners: dict[str, tuple[str, str]] = {}
@@ -206,6 +209,8 @@ def load_registry(
             if ep.name in blocked or pm.has_plugin(ep.name):
                 continue
             distribution, version = _distribution(ep)
+            if distributions is not None and distribution not in distributions:
+                continue
             try:
                 plugin = ep.load()
                 pm.register(plugin, name=ep.name)

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from orchestrator import ComponentOptions, CompressionPlan, PlanError, Quantizer, Task, hookimpl
 from orchestrator.layers import compressible_layers
+from orchestrator.routing import route_bits
 
 
 class TorchInt8Options(ComponentOptions):
@@ -47,7 +48,8 @@ class TorchInt8Quantizer(Quantizer[TorchInt8Options]):
         from torch import nn
 
         layers = compressible_layers(model)
-        chosen = {n for n, b in plan.bits().items() if b == 8}
+        route_bits([self], layers, plan.bits())  # a layer it cannot take (type or bits) is a PlanError
+        chosen = set(plan.bits())
         if not chosen:
             return model
         mode = self.options.mode
