@@ -32,7 +32,7 @@ from orchestrator.layers import droppable_blocks
 from orchestrator.measure import Latency, compare_latency, count_macs_params, load_average
 from orchestrator.policy import MeasureSpec
 
-SECTION = "## Depth vs width (mnist-resnet)"
+SECTION = "## B4: CKA depth pruning vs uniform channel pruning at equal MACs (mnist-resnet)"
 BATCHES = (1, 64)
 
 

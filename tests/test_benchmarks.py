@@ -18,6 +18,8 @@ from .conftest import REPO
         ["recovery.py", "--quick", "--seeds", "0"],
         ["overhead.py", "--quick"],
         ["joint_vs_sequential.py", "--quick"],
+        ["pruning_16x.py", "--quick"],
+        ["fastest_within_1pt.py", "--quick"],
     ],
     ids=lambda args: args[0],
 )

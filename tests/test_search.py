@@ -198,7 +198,7 @@ def test_time_budget_starts_no_trial_after_the_deadline(tmp_path: Path) -> None:
 
 
 def _custom_policy(tmp_path: Path, extra: str = "", distiller: str = "kd") -> Path:
-    text = QUICKSTART.read_text().replace("name: kd", f"name: {distiller}")
+    text = QUICKSTART.read_text().replace("name: kd", f"name: {distiller}", 1)
     text = text.replace("  sampler: tpe\n", f"  sampler: random\n{extra}")
     text = text.replace("options: {epochs: 3, temperature: 4.0, alpha: 0.7, lr: 0.002}", "options: {}")
     path = tmp_path / "policy.yaml"
@@ -290,3 +290,22 @@ def test_every_builtin_sampler_drives_a_search(sampler: str, tmp_path: Path) -> 
     summary = run_search(policy, load_registry(), settings)
     assert summary["counts"]["complete"] == 3
     assert summary["pareto"]
+
+
+def test_feature_kd_recovers_the_trials_of_a_search(tmp_path: Path) -> None:
+    """The same enqueued plans, searched once without recovery and once with feature-kd: the pruned
+    plans come out more accurate with it."""
+    accuracy: dict[str, dict[int, float]] = {}
+    for distiller in ("none", "feature-kd"):
+        policy = load_policy(_custom_policy(tmp_path, distiller=distiller))
+        settings = SearchSettings.resolve(
+            policy, budget="4", runs_dir=tmp_path / distiller, track=False, progress=False
+        )
+        summary = run_search(policy, load_registry(), settings)
+        assert summary["counts"]["complete"] == 4
+        accuracy[distiller] = {t["number"]: t["metrics"]["accuracy"] for t in summary["trials"]}
+    # trials 2 and 3 are the uniform reference plans (half of every range, float and int8): pruned
+    for number in (2, 3):
+        assert accuracy["feature-kd"][number] > accuracy["none"][number]
+    for number in (0, 1):  # unchanged and int8-only: nothing to recover
+        assert accuracy["feature-kd"][number] == accuracy["none"][number]

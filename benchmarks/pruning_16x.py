@@ -1,0 +1,299 @@
+"""B1: a searched per-layer plan against torch-pruning's uniform and global pruning at 16x fewer MACs.
+
+mnist-resnet, for each seed (the task's seed: data order and baseline training):
+
+- **uniform L1**: torch-pruning's ``MetaPruner`` with L1 magnitude importance and the same ratio for every
+  layer, the ratio bisected to the first one at or under 1/16 of the baseline's MACs;
+- **global L1**: the same, with ``global_pruning=True`` (channels ranked across layers), its ratio bisected
+  the same way;
+- **searched**: ``orchestrate search`` (in-process) over per-stage widths, per-block inner widths and which
+  blocks to drop, constrained to ``max_macs_ratio: 0.0625`` and maximizing accuracy after a short kd
+  recovery per trial; its most accurate feasible plan is pruned again from the baseline.
+
+Each pruned model then gets the same recovery (plain fine-tuning, the same epochs, optimizer and schedule)
+and is evaluated on the test set. The search's own cost (its trials) is reported beside it.
+
+    python benchmarks/pruning_16x.py --write docs/benchmarks.md
+    python benchmarks/pruning_16x.py --quick      # small task, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
+from torch import nn
+
+from orchestrator import CompressionPlan, Task, load_registry, parse_policy
+from orchestrator.events import TrialFinished
+from orchestrator.layers import output_layers
+from orchestrator.measure import count_macs_params, threads
+from orchestrator.pipeline import Pipeline
+from orchestrator.search import Search, SearchSettings
+
+SECTION = "## B1: searched plan vs torch-pruning uniform and global pruning at 16x fewer MACs (mnist-resnet)"
+TARGET = 1 / 16
+#: the small task of --quick (the tests' configuration): trains in seconds
+QUICK = {
+    "train_size": 3000,
+    "eval_size": 500,
+    "epochs": 1,
+    "widths": [8, 16, 32],
+    "blocks": 2,
+    "batch_size": 64,
+    "lr": 0.05,
+}
+#: the recovery every method gets: plain fine-tuning (kd with alpha 0), Adam, cosine schedule
+RECOVERY = {"alpha": 0.0, "lr": 2e-3, "schedule": "cosine"}
+
+
+def _torch_pruning(model: nn.Module, task: Task[Any], ratio: float, *, global_: bool) -> nn.Module:
+    """torch-pruning as a user would call it: L1 magnitude, one ratio, the output layer left alone."""
+    import torch_pruning as tp
+
+    pruned = copy.deepcopy(model)
+    example = task.example_inputs(2)
+    modules = dict(pruned.named_modules())
+    pruner = tp.pruner.MetaPruner(
+        pruned,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=ratio,
+        global_pruning=global_,
+        ignored_layers=[modules[n] for n in output_layers(pruned, example)],
+    )
+    pruner.step()
+    return pruned.eval()
+
+
+def _bisect(prune: Callable[[float], nn.Module], task: Task[Any], base_macs: int) -> tuple[float, nn.Module]:
+    """The smallest ratio (to 1e-3) whose pruned model has at most TARGET x the baseline's MACs."""
+    low, high = 0.0, 0.99
+    best = prune(high)
+    while high - low > 1e-3:
+        mid = (low + high) / 2
+        try:
+            model = prune(mid)
+        except Exception:  # a ratio that empties a layer counts as "too far"
+            high = mid
+            continue
+        if count_macs_params(model, task.example_inputs())[0] <= TARGET * base_macs:
+            high, best = mid, model
+        else:
+            low = mid
+    return high, best
+
+
+def _search_policy(seed: int, options: dict[str, Any], epochs: float, blocks: int) -> Any:
+    """Per-stage output widths, per-block inner widths and block drops, at most 1/16 of the MACs."""
+    stages = [
+        {
+            "name": f"stage{s}",
+            "layers": [f"stages.{s}.*.conv2", f"stages.{s}.0.downsample.0"]
+            + (["stem.conv"] if s == 0 else []),
+            "prune_ratio": [0.55, 0.95],
+            "step": 0.025,
+            "share": True,
+        }
+        for s in range(3)
+    ]
+    data = {
+        "schema_version": 1,
+        "task": {"name": "mnist-resnet", "options": {**options, "seed": seed}},
+        "pipeline": {
+            "pruner": ["depth", {"name": "torch-pruning", "options": {"importance": "magnitude", "p": 1}}],
+            "distiller": {"name": "kd", "options": {**RECOVERY, "alpha": 0.7, "epochs": epochs}},
+        },
+        "search": {
+            "space": [
+                {
+                    "name": "blocks",
+                    "layers": [f"stages.*.{b}" for b in range(1, blocks)],
+                    "drop": [False, True],
+                },
+                {"name": "inner", "layers": ["stages.*.conv1"], "prune_ratio": [0.55, 0.95], "step": 0.025},
+                *stages,
+            ],
+            "objectives": [{"metric": "accuracy", "direction": "maximize"}],
+            "constraints": {"max_macs_ratio": TARGET},
+            "reference_plans": False,
+        },
+        "measure": {"latency": False},
+    }
+    import yaml
+
+    return parse_policy(yaml.safe_dump(data), path=Path(f"b1-seed{seed}.yaml"))
+
+
+def searched(seed: int, options: dict[str, Any], trials: int, epochs: float, blocks: int) -> dict[str, Any]:
+    """Run the search; return its most accurate feasible plan, its counts and how long it took."""
+    policy = _search_policy(seed, options, epochs, blocks)
+    events: list[TrialFinished] = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = SearchSettings.resolve(
+            policy,
+            budget=str(trials),
+            study=f"b1-{seed}",
+            runs_dir=Path(tmp),
+            seed=seed,
+            track=False,
+            progress=False,
+        )
+        Search(policy, load_registry(), settings).run(stop=lambda event: events.append(event) or False)
+    complete = [e for e in events if e.state == "complete"]
+    if not complete:
+        raise SystemExit(f"seed {seed}: no feasible plan in {trials} trials")
+    best = max(complete, key=lambda e: e.metrics["accuracy"])
+    return {
+        "policy": policy,
+        "plan": CompressionPlan.model_validate({"layers": best.layers}),
+        "trial": best.number,
+        "trial_accuracy": best.metrics["accuracy"],
+        "complete": len(complete),
+        "infeasible": sum(e.state == "infeasible" for e in events),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _recover(student: nn.Module, teacher: nn.Module, task: Task[Any], epochs: float, seed: int) -> float:
+    distiller = load_registry().components.create("distiller", "kd", {**RECOVERY, "epochs": epochs})
+    torch.manual_seed(seed)
+    distiller.distill(student, teacher, task)
+    return float(task.evaluate(student)["accuracy"])
+
+
+def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    registry = load_registry()
+    options = QUICK if args.quick else {}
+    task = registry.components.create("task", "mnist-resnet", {**options, "seed": seed})
+    assert isinstance(task, Task)
+    row: dict[str, Any] = {}
+    with threads(2):
+        teacher = task.build_model()
+        row["baseline"] = task.evaluate(teacher)["accuracy"]
+        base_macs = count_macs_params(teacher, task.example_inputs())[0]
+        models: dict[str, nn.Module] = {}
+        for label, global_ in (("uniform L1", False), ("global L1", True)):
+            ratio, models[label] = _bisect(
+                lambda r, g=global_: _torch_pruning(teacher, task, r, global_=g), task, base_macs
+            )
+            row[f"{label} ratio"] = ratio
+        search = searched(seed, options, args.trials, args.search_epochs, 2 if args.quick else 3)
+        row["search"] = search
+        pipeline = Pipeline.from_policy(search["policy"], registry)
+        with tempfile.TemporaryDirectory() as tmp:
+            baseline = pipeline.baseline(Path(tmp))
+            models["searched"] = pipeline.prune(search["plan"], baseline)
+        for label, model in models.items():
+            row[f"{label} macs"] = count_macs_params(model, task.example_inputs())[0] / base_macs
+            row[f"{label} params"] = count_macs_params(model, task.example_inputs())[1]
+            row[label] = _recover(model, teacher, task, args.epochs, seed)
+            print(f"seed {seed} {label}: {row[label]:.2f} % at {row[f'{label} macs']:.4f}x MACs", flush=True)
+    return row
+
+
+METHODS = ("uniform L1", "global L1", "searched")
+
+
+def table(rows: dict[int, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| method | "
+        + " | ".join(f"seed {s}" for s in rows)
+        + " | mean accuracy % | vs baseline | MACs ratio |",
+        "|---|" + "---|" * len(rows) + "---|---|---|",
+    ]
+    base = statistics.mean(r["baseline"] for r in rows.values())
+    lines.append(
+        "| baseline (unpruned) | "
+        + " | ".join(f"{r['baseline']:.2f}" for r in rows.values())
+        + f" | {base:.2f} | | 1 |"
+    )
+    for method in METHODS:
+        values = [r[method] for r in rows.values()]
+        macs = statistics.mean(r[f"{method} macs"] for r in rows.values())
+        mean = statistics.mean(values)
+        lines.append(
+            f"| {method} | "
+            + " | ".join(f"{v:.2f}" for v in values)
+            + f" | **{mean:.2f}** | {mean - base:+.2f} | {macs:.4f} |"
+        )
+    return lines
+
+
+def details(rows: dict[int, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| seed | uniform ratio | global ratio | search: feasible / trials | best trial (accuracy in search) "
+        "| search time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for seed, r in rows.items():
+        s = r["search"]
+        total = s["complete"] + s["infeasible"]
+        lines.append(
+            f"| {seed} | {r['uniform L1 ratio']:.3f} | {r['global L1 ratio']:.3f} "
+            f"| {s['complete']} / {total} | {s['trial']} ({s['trial_accuracy']:.2f} %) "
+            f"| {s['seconds'] / 60:.1f} min |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=30, help="search trials per seed")
+    parser.add_argument("--search-epochs", type=float, default=0.2, help="kd epochs per search trial")
+    parser.add_argument("--epochs", type=float, default=1.0, help="recovery of every method's final model")
+    parser.add_argument("--quick", action="store_true", help="small task, 8 trials, 1 seed (CI smoke test)")
+    parser.add_argument("--write", type=Path, help="write the section into this markdown file")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.trials = [0], 8
+    start = time.perf_counter()
+    rows = {seed: one_seed(seed, args) for seed in args.seeds}
+    minutes = (time.perf_counter() - start) / 60
+    command = (
+        "benchmarks/pruning_16x.py --quick"
+        if args.quick
+        else f"benchmarks/pruning_16x.py --seeds {' '.join(map(str, args.seeds))} --trials {args.trials} "
+        f"--search-epochs {args.search_epochs:g} --epochs {args.epochs:g}"
+    )
+    text = "\n".join(
+        [
+            SECTION,
+            "",
+            "Three ways to 1/16 of the baseline's MACs, each followed by the same recovery: "
+            f"{args.epochs:g} epoch(s) of plain fine-tuning, Adam, lr 2e-3, cosine schedule. "
+            "torch-pruning is called directly (`MetaPruner`, L1 magnitude importance, the classifier left "
+            "alone), its ratio bisected to the first one at or under 1/16; the searched plan comes from "
+            f"{args.trials} trials of `orchestrate search` (per-stage widths, per-block inner widths, blocks "
+            f"to drop; `max_macs_ratio: 0.0625`; {args.search_epochs:g} epoch of kd per trial; infeasible "
+            "plans cost no training) and is pruned with the same L1 importance."
+            + (
+                " Quick mode: the small task (3,000 training images, widths 8/16/32, 2 blocks)."
+                if args.quick
+                else ""
+            ),
+            "",
+            *table(rows),
+            "",
+            *details(rows),
+            "",
+            *measured(f"; the run took {minutes:.1f} min (baselines trained when not cached)", command),
+        ]
+    )
+    print(text)
+    if args.write:
+        write_section(args.write, SECTION, text)
+
+
+if __name__ == "__main__":
+    main()
