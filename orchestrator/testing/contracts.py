@@ -220,8 +220,9 @@ class ComponentContract:
     component: ClassVar[type[Component[Any]]]
     #: its ``options:`` block, as a policy would give it
     options: ClassVar[Mapping[str, Any]] = {}
-    #: the plugin (module or object) that registers it, as its entry point names it; optional
-    plugin: ClassVar[object | None] = None
+    #: the plugin (module or object) that registers it, as its entry point names it; optional (not a
+    #: ClassVar: mypy takes a module assigned in a class body for an instance variable)
+    plugin: object | None = None
     #: the base class a component of this suite derives from
     base: ClassVar[type[Component[Any]]] = Component
 
