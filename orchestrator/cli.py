@@ -149,8 +149,23 @@ def search(
     ] = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="Record runs in MLflow.")] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    heartbeat: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Seconds between heartbeats of a running trial; a trial silent for 3 of them is failed "
+            "(its worker died) by the next worker to start a trial. 0 turns this off.",
+        ),
+    ] = 10,
+    retries: Annotated[
+        int, typer.Option(min=0, help="How often the plan of a trial whose worker died is run again.")
+    ] = 1,
 ) -> None:
-    """Search per-layer pruning ratios and bit-widths; resumes the study if it exists."""
+    """Search per-layer pruning ratios and bit-widths; resumes the study if it exists.
+
+    Start the same command on several machines with a shared --storage (PostgreSQL) to share one study
+    and one budget. Exits with 1 when every trial failed.
+    """
     import os
 
     from orchestrator.policy import load_policy
@@ -172,12 +187,25 @@ def search(
             tracking_uri=tracking_uri,
             track=track,
             progress=progress,
+            heartbeat=heartbeat,
+            retries=retries,
         )
         summary = run_search(loaded, registry, settings)
     _print_summary(summary, settings.runs_dir / settings.study)
+    if summary["counts"].get("lost"):
+        typer.echo(
+            f"{summary['counts']['lost']} trial(s) lost with their worker (killed or interrupted) "
+            "are not counted in the budget"
+        )
     if summary.get("interrupted"):
         typer.echo("interrupted: run the same command again to resume", err=True)
         raise typer.Exit(130)
+    counts = summary["counts"]
+    if counts["finished"] and counts["failed"] == counts["finished"]:
+        errors = [t["error"] for t in summary["trials"] if t["state"] == "failed" and t.get("error")]
+        last = errors[-1].strip().splitlines()[-1] if errors else "no error recorded"
+        typer.echo(f"error: every trial failed ({counts['failed']}); the last one with: {last}", err=True)
+        raise typer.Exit(1)
 
 
 def _load_study(study: str, storage: str | None, runs_dir: Path) -> Any:

@@ -57,8 +57,10 @@ class SearchProgress:
             return time.monotonic() - self._start
         from optuna.trial import TrialState
 
+        from orchestrator.summary import is_lost
+
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        return len(self.study.get_trials(deepcopy=False, states=finished))
+        return sum(not is_lost(t) for t in self.study.get_trials(deepcopy=False, states=finished))
 
     def update(self, event: TrialFinished) -> None:
         self.counts[event.state] = self.counts.get(event.state, 0) + 1

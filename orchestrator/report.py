@@ -203,7 +203,7 @@ def _pareto_trials(summary: Mapping[str, Any], objectives: Sequence[_Objective])
 
 def _kind(trial: Mapping[str, Any], pareto: set[Any]) -> Kind | None:
     state = trial.get("state")
-    if state == "failed":
+    if state in ("failed", "lost", "running"):
         return None
     if trial.get("pareto") or trial.get("number") in pareto:
         return "pareto"

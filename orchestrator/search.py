@@ -9,12 +9,16 @@ their constraint values, which the constraint-aware samplers learn from.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import socket
 import tempfile
 import time
 import traceback
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +31,15 @@ from orchestrator.measure import count_macs_params, theoretical_bytes
 from orchestrator.pipeline import Baseline, Pipeline
 from orchestrator.routing import supported_bits
 from orchestrator.space import SearchSpace, rank_importance
-from orchestrator.storage import budget_lock, default_storage_url, open_storage
-from orchestrator.summary import STATE_ATTR, write_outputs
+from orchestrator.storage import (
+    Heartbeat,
+    beating,
+    budget_lock,
+    default_storage_url,
+    exact_budget,
+    open_storage,
+)
+from orchestrator.summary import STATE_ATTR, is_lost, write_outputs
 
 if TYPE_CHECKING:
     import optuna
@@ -41,6 +52,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_RUNS_DIR", "Search", "SearchSettings", "derived_metrics", "run_search"]
 
 DEFAULT_RUNS_DIR = Path("orchestrate-runs")
+#: trial user attributes: the worker (``host:pid``) that ran it, and its heartbeat interval in seconds
+WORKER_ATTR = "worker"
+HEARTBEAT_ATTR = "heartbeat_s"
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,8 @@ class SearchSettings:
     tracking_uri: str | None = None
     experiment: str = "orchestrator"
     progress: bool = True
+    #: crash detection of running trials; ``None`` turns it off
+    heartbeat: Heartbeat | None = field(default_factory=Heartbeat)
 
     @classmethod
     def resolve(
@@ -69,7 +85,11 @@ class SearchSettings:
         tracking_uri: str | None = None,
         track: bool = True,
         progress: bool = True,
+        heartbeat: int = Heartbeat.interval,
+        retries: int = Heartbeat.retries,
     ) -> SearchSettings:
+        """``heartbeat`` is the heartbeat interval in seconds (0 turns crash detection off); ``retries``
+        how often the plan of a trial whose worker died is run again."""
         from orchestrator.tracking import default_tracking_uri
 
         spec = _spec(policy)
@@ -92,6 +112,7 @@ class SearchSettings:
             tracking_uri=uri if track and spec.tracking.enabled else None,
             experiment=spec.tracking.experiment,
             progress=progress,
+            heartbeat=Heartbeat(interval=heartbeat, retries=retries) if heartbeat > 0 else None,
         )
 
 
@@ -144,6 +165,9 @@ class Search:
         self.space: SearchSpace | None = None
         #: set when Ctrl-C stopped the search; the summary is still written
         self.interrupted = False
+        self._storage: optuna.storages.RDBStorage | None = None
+        self._study_id: int | None = None
+        self._worker = f"{socket.gethostname()}:{os.getpid()}"
 
     # -- set-up ---------------------------------------------------------------------------------------
     @property
@@ -208,7 +232,7 @@ class Search:
     def _create_study(self) -> optuna.Study:
         import optuna
 
-        storage = open_storage(self.settings.storage)
+        storage = self._storage = open_storage(self.settings.storage, self.settings.heartbeat)
         directions = [o.direction for o in self.spec.objectives]
         try:
             existing = optuna.load_study(study_name=self.settings.study, storage=storage)
@@ -248,6 +272,13 @@ class Search:
         self._check_space(space)
         self._check_objectives(baseline)
         study = self._open_study()
+        if self.settings.budget.trials is not None and not exact_budget(self.settings.storage):
+            warnings.warn(
+                f"{self.settings.storage.split(':', 1)[0]} storage: workers count the budget without a "
+                "lock, so several workers may run one trial each beyond it; use PostgreSQL or sqlite",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         with budget_lock(self.settings.storage):
             self.space, enqueue = self._shape(study, space, baseline)
             self._record_study(study, baseline, enqueue)
@@ -354,19 +385,76 @@ class Search:
         return tracker
 
     def _next_trial(self, study: optuna.Study, deadline: float | None) -> optuna.Trial | None:
+        """Start the next trial, or ``None`` when the budget is spent.
+
+        Counting and starting happen under :func:`budget_lock`, so workers sharing the study never
+        start more trials than the budget in all. Lost trials (see :func:`~orchestrator.summary.is_lost`)
+        are not counted. When the budget is spent but other workers still run trials with a heartbeat,
+        this worker waits: if one of them dies, its trial goes stale and is run again here.
+        """
         from optuna.trial import TrialState as OptunaState
 
-        if deadline is not None and time.monotonic() >= deadline:
-            return None
-        with budget_lock(self.settings.storage):
-            if self.settings.budget.trials is not None:
-                started = study.get_trials(
-                    deepcopy=False,
-                    states=tuple(s for s in OptunaState if s != OptunaState.WAITING),
-                )
-                if len(started) >= self.settings.budget.trials:
+        heartbeat = self.settings.heartbeat
+        while deadline is None or time.monotonic() < deadline:
+            with budget_lock(self.settings.storage):
+                self._fail_stale(study)
+                if self.settings.budget.trials is None:
+                    return self._ask(study)
+                spent = [
+                    t
+                    for t in study.get_trials(deepcopy=False)
+                    if t.state != OptunaState.WAITING and not is_lost(t)
+                ]
+                if len(spent) < self.settings.budget.trials:
+                    return self._ask(study)
+                watched = [
+                    t for t in spent if t.state == OptunaState.RUNNING and HEARTBEAT_ATTR in t.user_attrs
+                ]
+                if heartbeat is None or not watched:
                     return None
-            return study.ask()
+            time.sleep(heartbeat.interval)
+        return None
+
+    def _fail_stale(self, study: optuna.Study) -> None:
+        """Fail the running trials whose heartbeat stopped, and queue their plans again."""
+        import optuna
+        from optuna.exceptions import ExperimentalWarning
+
+        if self.settings.heartbeat is None:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+
+    def _ask(self, study: optuna.Study) -> optuna.Trial:
+        """``study.ask()``, the trial's first heartbeat, and the worker that runs it."""
+        with warnings.catch_warnings():
+            # Optuna records heartbeats itself only in study.optimize; `beating` does it here
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            trial = study.ask()
+        heartbeat = self.settings.heartbeat
+        if heartbeat is not None:
+            self._rdb_storage.record_heartbeat(self._trial_id(trial))
+            trial.set_user_attr(HEARTBEAT_ATTR, heartbeat.interval)
+        trial.set_user_attr(WORKER_ATTR, self._worker)
+        return trial
+
+    @property
+    def _rdb_storage(self) -> optuna.storages.RDBStorage:
+        assert self._storage is not None, "the study is opened by _open_study"
+        return self._storage
+
+    def _trial_id(self, trial: optuna.Trial) -> int:
+        """The storage's id of ``trial`` (what heartbeats are recorded under)."""
+        storage = self._rdb_storage
+        if self._study_id is None:
+            self._study_id = storage.get_study_id_from_name(self.settings.study)
+        return int(storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number))
+
+    def _heartbeat(self, trial: optuna.Trial) -> AbstractContextManager[None]:
+        if self.settings.heartbeat is None:
+            return contextlib.nullcontext()
+        return beating(self._rdb_storage, self._trial_id(trial), self.settings.heartbeat.interval)
 
     def _loop(self, study: optuna.Study, stop: Callable[[TrialFinished], bool] | None) -> None:
         from orchestrator.progress import SearchProgress
@@ -387,30 +475,25 @@ class Search:
 
         start = time.perf_counter()
         plan: CompressionPlan | None = None
-        try:
-            plan = self._sample(trial)
-            outcome = self._evaluate(plan)
-        except RecoveryStopped as stop:
-            outcome = self._gated(stop)
-        except KeyboardInterrupt:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        except (Exception, MemoryError) as exc:
-            outcome = _Outcome(state="failed", error=_error_text(exc))
-        duration = time.perf_counter() - start
-        for key, value in outcome.constraints.items():
-            trial.set_constraint(key, value)
-        trial.set_user_attr(STATE_ATTR, outcome.state)
-        trial.set_user_attr("metrics", {k: v for k, v in outcome.metrics.items() if math.isfinite(v)})
-        trial.set_user_attr("duration_s", duration)
-        if outcome.error:
-            trial.set_user_attr("error", outcome.error[:8000])
-        if outcome.state == "complete":
-            study.tell(trial, outcome.values)
-        elif outcome.state == "failed":
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        with self._heartbeat(trial):
+            try:
+                plan = self._sample(trial)
+                outcome = self._evaluate(plan)
+            except RecoveryStopped as stop:
+                outcome = self._gated(stop)
+            except KeyboardInterrupt:
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    trial.set_user_attr("error", "interrupted (Ctrl-C); not counted in the budget")
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            except Exception as exc:  # a plugin's bug, a non-finite metric, MemoryError: this trial only
+                outcome = _Outcome(state="failed", error=_error_text(exc))
+            duration = time.perf_counter() - start
+            try:
+                self._tell(study, trial, outcome, duration)
+                recorded = True
+            except optuna.exceptions.UpdateFinishedTrialError:
+                recorded = False
         event = TrialFinished(
             study_name=self.settings.study,
             number=trial.number,
@@ -423,9 +506,35 @@ class Search:
             plan_yaml=self.policy.with_plan(plan).to_yaml() if plan else None,
             error=outcome.error,
         )
+        if not recorded:
+            grace = self.settings.heartbeat.grace_period if self.settings.heartbeat else 0
+            warnings.warn(
+                f"trial {trial.number} was failed by another worker while it ran here (no heartbeat "
+                f"for {grace} s: was this process paused?); its result is not recorded",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return event
         self._record_baseline_latency(study)
         self.registry.notify("orchestrator_trial_finished", event=event)
         return event
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, outcome: _Outcome, duration: float) -> None:
+        import optuna
+
+        for key, value in outcome.constraints.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("metrics", {k: v for k, v in outcome.metrics.items() if math.isfinite(v)})
+        trial.set_user_attr("duration_s", duration)
+        if outcome.error:
+            trial.set_user_attr("error", outcome.error[:8000])
+        trial.set_user_attr(STATE_ATTR, outcome.state)
+        if outcome.state == "complete":
+            study.tell(trial, outcome.values)
+        elif outcome.state == "failed":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
     def _record_baseline_latency(self, study: optuna.Study) -> None:
         """The baseline's latency is measured beside the first measured trial: keep it with the study."""

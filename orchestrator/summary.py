@@ -14,25 +14,34 @@ from orchestrator.policy import parse_policy
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["STATE_ATTR", "build_summary", "pareto_front", "write_outputs"]
+__all__ = ["STATE_ATTR", "build_summary", "is_lost", "pareto_front", "write_outputs"]
 
 #: trial user attribute holding our state (complete, infeasible, gated, failed)
 STATE_ATTR = "state"
+#: the states of trials that ran to an outcome: they are the ones a budget of trials counts
+OUTCOMES = ("complete", "infeasible", "gated", "failed")
 #: study attribute holding, by trial number, the metrics of plans re-trained by `orchestrate finalize`
 FINAL_ATTR = "final_metrics"
+
+
+def is_lost(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial's worker stopped before recording an outcome: killed (its heartbeat stopped and
+    another worker failed it), or interrupted with Ctrl-C. Optuna has it as failed, but not we: a lost
+    trial is not counted in the budget, and a killed worker's plan is queued to run again."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.FAIL and trial.user_attrs.get(STATE_ATTR) != "failed"
 
 
 def _state(trial: optuna.trial.FrozenTrial) -> str:
     from optuna.trial import TrialState
 
-    ours = trial.user_attrs.get(STATE_ATTR)
-    if ours:
-        return str(ours)
-    if trial.state == TrialState.FAIL:
-        return "failed"
     if trial.state in (TrialState.RUNNING, TrialState.WAITING):
         return "running"
-    return trial.state.name.lower()
+    if is_lost(trial):
+        return "lost"
+    ours = trial.user_attrs.get(STATE_ATTR)
+    return str(ours) if ours else trial.state.name.lower()
 
 
 def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[float]) -> bool:
@@ -69,6 +78,8 @@ def build_summary(study: optuna.Study, out_dir: Path) -> dict[str, Any]:
             "layers": trial.user_attrs.get("plan", {}).get("layers", {}),
             "error": trial.user_attrs.get("error"),
             "duration_s": trial.user_attrs.get("duration_s"),
+            "worker": trial.user_attrs.get("worker"),
+            "retry_of": trial.system_attrs.get("failed_trial"),
             "final": attrs.get(FINAL_ATTR, {}).get(str(trial.number)),
             "pareto": False,
             "plan": None,
@@ -81,9 +92,10 @@ def build_summary(study: optuna.Study, out_dir: Path) -> dict[str, Any]:
         if row["number"] in front:
             row["pareto"] = True
             row["plan"] = str(out_dir / "plans" / f"trial-{row['number']:04d}.yaml")
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "infeasible", "gated", "failed")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in OUTCOMES}
     counts["finished"] = sum(counts.values())
     counts["running"] = sum(r["state"] == "running" for r in rows)
+    counts["lost"] = sum(r["state"] == "lost" for r in rows)
     return {
         "study": study.study_name,
         "metric": attrs.get("metric"),
