@@ -19,7 +19,7 @@ def _install(session: nox.Session, extras: str = "") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (pass pytest arguments after --)."""
-    _install(session, "[dev,inc,nlp,onnx]")
+    _install(session, "[dev,inc,nlp,onnx,postgres]")
     session.run("pytest", *session.posargs)
 
 
@@ -34,7 +34,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and the builtin plugins."""
-    _install(session, "[dev,inc,nlp,onnx]")
+    _install(session, "[dev,inc,nlp,onnx,postgres]")
     session.run("mypy")
 
 
@@ -67,7 +67,7 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- --quick`` runs the quick modes (a smoke test, nothing written);
     ``nox -s bench -- search_efficiency.py`` runs only the scripts named (this one takes 13 min on its own).
     """
-    _install(session, "[dev,inc,nlp,onnx]")
+    _install(session, "[dev,inc,nlp,onnx,postgres]")
     quick = "--quick" in session.posargs
     named = [arg for arg in session.posargs if arg.endswith(".py")]
     for script in named or (QUICK if quick else BENCHMARKS):
