@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests lint typecheck demo``."""
+"""Developer sessions: ``nox -s tests lint typecheck demo docs bench``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,13 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and the builtin plugins."""
     _install(session, "[dev,inc,nlp,onnx,postgres]")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate docs/policies.md, docs/cli.md and the references in docs/plugins.md from the code."""
+    _install(session, "[dev]")  # the contract suites' reference imports orchestrator.testing (pytest)
+    session.run("python", "-m", "orchestrator.docs", *session.posargs)
 
 
 @nox.session

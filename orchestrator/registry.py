@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BLOCK_ENV",
+    "BUILTIN_DISTRIBUTION",
     "ENTRY_POINT_GROUP",
     "ComponentInfo",
     "ComponentRegistry",
@@ -38,6 +39,8 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "orchestrator"
 BLOCK_ENV = "ORCHESTRATOR_BLOCK"
+#: the distribution whose entry points are the builtin plugins
+BUILTIN_DISTRIBUTION = "compression-orchestrator"
 
 C = TypeVar("C", bound=type[Component[Any]])
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from orchestrator.testing.contracts import (
     ComponentContract,
     DistillerContract,
+    OnTaskContract,
     PrunerContract,
     QuantizerContract,
     SamplerContract,
@@ -23,13 +24,13 @@ from orchestrator.testing.contracts import (
     TaskContract,
 )
 from orchestrator.testing.models import TinyCNN, TinyMLP, TinyResNet, tiny_model
-from orchestrator.testing.registry import BUILTIN_DISTRIBUTION, isolated_registry
+from orchestrator.testing.registry import isolated_registry
 from orchestrator.testing.tasks import TinyDigits, TinyDigitsOptions
 
 __all__ = [
-    "BUILTIN_DISTRIBUTION",
     "ComponentContract",
     "DistillerContract",
+    "OnTaskContract",
     "PrunerContract",
     "QuantizerContract",
     "SamplerContract",

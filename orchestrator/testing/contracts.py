@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ComponentContract",
     "DistillerContract",
+    "OnTaskContract",
     "PrunerContract",
     "QuantizerContract",
     "SamplerContract",
@@ -220,9 +221,10 @@ class ComponentContract:
     component: ClassVar[type[Component[Any]]]
     #: its ``options:`` block, as a policy would give it
     options: ClassVar[Mapping[str, Any]] = {}
-    #: the plugin (module or object) that registers it, as its entry point names it; optional (not a
-    #: ClassVar: mypy takes a module assigned in a class body for an instance variable)
-    plugin: object | None = None
+    #: the plugin (module or object) that registers it, as its entry point names it; optional
+    plugin: object | None = (
+        None  # not a ClassVar: mypy takes a module assigned in a class body for an attribute
+    )
     #: the base class a component of this suite derives from
     base: ClassVar[type[Component[Any]]] = Component
 
@@ -283,8 +285,9 @@ class ComponentContract:
             self.component(self.component.Options.model_validate(dict(self.options)))  # type: ignore[misc]
 
 
-class _OnTask(ComponentContract):
-    """A suite whose tests run the component on a task (by default ``tiny-digits``)."""
+class OnTaskContract(ComponentContract):
+    """The base of the suites that run the component on a task: ``tiny-digits`` with the model
+    ``tiny_model``, unless ``make_task`` is overridden."""
 
     #: the model of the default ``tiny-digits`` task
     tiny_model: ClassVar[Literal["cnn", "mlp", "resnet"]] = "cnn"
@@ -304,7 +307,7 @@ class _OnTask(ComponentContract):
         return contract_task.build_model()
 
 
-class ScorerContract(_OnTask):
+class ScorerContract(OnTaskContract):
     """``score`` gives a finite float for requested layers only, leaves the model alone, is deterministic
     and fills ``Scores.channels`` exactly when ``per_channel`` says so."""
 
@@ -395,7 +398,7 @@ def _output_channels(layer: nn.Module) -> int | None:
     return None
 
 
-class PrunerContract(_OnTask):
+class PrunerContract(OnTaskContract):
     """A plan's decisions shrink the model, which still runs, trains, evaluates and saves; decisions the
     pruner does not handle, and a zero ratio, change nothing.
 
@@ -517,7 +520,7 @@ def _weight(layer: nn.Module) -> torch.Tensor:
     return weight.detach()
 
 
-class QuantizerContract(_OnTask):
+class QuantizerContract(OnTaskContract):
     """Each declared bit-width applies to the layers ``handles`` accepts, and the result runs, evaluates and
     saves; other bit-widths are refused with a :class:`~orchestrator.errors.PlanError`; float plans change
     nothing; ``accelerates``, ``describe_support`` and ``metrics`` answer."""
@@ -604,7 +607,7 @@ class QuantizerContract(_OnTask):
         assert "\n" not in support.strip(), "describe_support() goes into one-line error messages"
 
 
-class DistillerContract(_OnTask):
+class DistillerContract(OnTaskContract):
     """A damaged student comes back at least as good, runs and keeps its shape; the teacher is left alone;
     the budget bounds the training; the monitor sees progress in (0, 1] and can stop recovery."""
 

@@ -6,7 +6,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.hookspecs import hookimpl
-from orchestrator.registry import ENTRY_POINT_GROUP, PluginRegistry, load_registry
+from orchestrator.registry import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PluginRegistry, load_registry
 from orchestrator.testing.tasks import TinyDigits
 
 if TYPE_CHECKING:
@@ -15,10 +15,7 @@ if TYPE_CHECKING:
     from orchestrator.components import Component
     from orchestrator.registry import ComponentRegistry
 
-__all__ = ["BUILTIN_DISTRIBUTION", "isolated_registry"]
-
-#: the distribution whose entry points are the builtin plugins
-BUILTIN_DISTRIBUTION = "compression-orchestrator"
+__all__ = ["isolated_registry"]
 
 
 class _Components:
