@@ -8,7 +8,7 @@
   ``pytest_plugins = ["orchestrator.testing.fixtures"]``): an isolated registry, the tiny task and models.
 - :func:`isolated_registry`, the ``tiny-digits`` task (:class:`TinyDigits`) and tiny models.
 
-This package needs pytest; ``import orchestrator`` never imports it.
+This package needs pytest (the ``testing`` extra); ``import orchestrator`` never imports it.
 """
 
 from __future__ import annotations
