@@ -10,7 +10,8 @@ from orchestrator.errors import PolicyError
 __all__ = ["Budget", "parse_budget"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh])\s*$")
+_TRIALS = re.compile(r"^\s*(\d+)\s*$", re.ASCII)
+_TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh])\s*$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Budget:
 
 def parse_budget(text: str | int) -> Budget:
     """``50`` → 50 trials; ``90s`` / ``30m`` / ``2h`` → wall time."""
-    if isinstance(text, int) or str(text).strip().isdigit():
+    if isinstance(text, int) or _TRIALS.match(str(text)):
         trials = int(text)
         if trials < 1:
             raise PolicyError("a budget of trials must be at least 1", field="budget")

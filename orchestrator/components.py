@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from orchestrator._strict import StrictBase
 
 if TYPE_CHECKING:
     import optuna
@@ -47,10 +47,9 @@ COMPONENT_KINDS: tuple[ComponentKind, ...] = (
 )
 
 
-class ComponentOptions(BaseModel):
-    """Base of every component's ``Options``: strict, immutable, no unknown keys."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ComponentOptions(StrictBase):
+    """Base of every component's ``Options``: strict, immutable, no unknown keys, no true/false for a
+    number."""
 
 
 OptionsT = TypeVar("OptionsT", bound=ComponentOptions)

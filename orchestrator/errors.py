@@ -23,12 +23,17 @@ __all__ = [
 ]
 
 
+def printable(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped, so a message stays on one line."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def location(path: str | Path | None, line: int | None, field: str | None) -> str:
     """``file:line: field 'a.b'``, leaving out the parts that are unknown."""
     where = ""
     if path is not None:
         where = str(path) if line is None else f"{path}:{line}"
-    return ": ".join(p for p in (where, f"field '{field}'" if field else "") if p)
+    return ": ".join(p for p in (where, f"field '{printable(field)}'" if field else "") if p)
 
 
 class OrchestratorError(Exception):
@@ -62,25 +67,35 @@ class PlanError(PolicyError):
     """A plan does not fit the model it is applied to (unknown layer, unsupported bits, ...)."""
 
 
-class UnknownComponentError(OrchestratorError, LookupError):
-    """A policy names a component that no loaded plugin provides. Lists the known names."""
+class UnknownComponentError(PolicyError, LookupError):
+    """A policy names a component that no loaded plugin provides. Lists the known names.
 
-    exit_code = 2
+    A :class:`PolicyError`: once the policy is known (:meth:`with_location`), it names its file, line and
+    field.
+    """
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        known: Iterable[str],
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
         self.kind = kind
         self.name = name
         self.known = sorted(known)
         listing = ", ".join(self.known) if self.known else "none"
-        self.detail = f"unknown {kind} '{name}'; known {kind}s: {listing}"
-        self.location: str | None = None
-        super().__init__(self.detail)
+        self.detail = f"unknown {kind} '{printable(name)}'; known {kind}s: {listing}"
+        super().__init__(self.detail, path=path, line=line, field=field)
 
-    def with_location(self, location: str) -> UnknownComponentError:
-        """The same error, prefixed with where it was named (``file:line: field 'x'``)."""
-        self.location = location
-        self.args = (f"{location}: {self.detail}",)
-        return self
+    def with_location(
+        self, *, path: str | Path | None, line: int | None, field: str | None
+    ) -> UnknownComponentError:
+        """The same error, naming where the policy names the component."""
+        return UnknownComponentError(self.kind, self.name, self.known, path=path, line=line, field=field)
 
 
 class DuplicateComponentError(OrchestratorError):

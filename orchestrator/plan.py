@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from orchestrator._strict import StrictBase
 from orchestrator.errors import PlanError
 
 if TYPE_CHECKING:
@@ -19,10 +20,8 @@ FLOAT_BITS = 32
 VALID_BITS = frozenset({2, 3, 4, 5, 6, 7, 8, 16, FLOAT_BITS})
 
 
-class LayerDecision(BaseModel):
+class LayerDecision(StrictBase):
     """What happens to one layer: the fraction of output channels removed, its bit-width, or removal."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     prune_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
     bits: int | None = None
@@ -30,10 +29,15 @@ class LayerDecision(BaseModel):
     #: the quantizer of the pipeline that takes this layer; by default the first that handles its bits
     quantizer: str | None = None
 
+    @field_validator("bits")
+    @classmethod
+    def _valid_bits(cls, bits: int | None) -> int | None:
+        if bits is not None and bits not in VALID_BITS:
+            raise ValueError(f"bits must be one of {sorted(VALID_BITS)} (32 = float), not {bits}")
+        return bits
+
     @model_validator(mode="after")
     def _consistent(self) -> LayerDecision:
-        if self.bits is not None and self.bits not in VALID_BITS:
-            raise ValueError(f"bits must be one of {sorted(VALID_BITS)} (32 = float), not {self.bits}")
         if self.drop and (self.prune_ratio or self.is_quantized):
             raise ValueError("a dropped layer takes no prune_ratio and no bits")
         if self.quantizer is not None and not self.is_quantized:
@@ -49,13 +53,11 @@ class LayerDecision(BaseModel):
         return not (self.prune_ratio or self.is_quantized or self.drop)
 
 
-class CompressionPlan(BaseModel):
+class CompressionPlan(StrictBase):
     """Per-layer decisions keyed by qualified module name (``model.get_submodule(name)``).
 
     Layers the plan does not name are left unchanged.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     layers: dict[str, LayerDecision] = Field(default_factory=dict)
 

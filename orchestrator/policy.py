@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import difflib
 import json
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from orchestrator.errors import PolicyError, UnknownComponentError, location
+from orchestrator._strict import StrictBase, members
+from orchestrator.budget import parse_budget
+from orchestrator.errors import PolicyError, UnknownComponentError, printable
 from orchestrator.plan import VALID_BITS, CompressionPlan
 
 if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
     from orchestrator.components import ComponentKind
     from orchestrator.registry import ComponentRegistry
 
@@ -39,8 +51,8 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StrictModel(StrictBase):
+    """Every section of a policy: no unknown keys, immutable, no true/false for a number."""
 
 
 class ComponentSpec(StrictModel):
@@ -89,18 +101,12 @@ class PipelineSpec(StrictModel):
 class MeasureSpec(StrictModel):
     """How latency is measured: batch sizes, a fixed thread count, interleaved rounds."""
 
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 64], min_length=1)
     threads: int = Field(default=1, ge=1)
     rounds: int = Field(default=7, ge=3)
     warmup: int = Field(default=3, ge=0)
     min_round_ms: float = Field(default=20.0, gt=0)
     latency: bool = True
-
-    @model_validator(mode="after")
-    def _positive_batches(self) -> MeasureSpec:
-        if any(b < 1 for b in self.batch_sizes):
-            raise ValueError("batch_sizes must be positive")
-        return self
 
 
 class SearchRule(StrictModel):
@@ -124,20 +130,35 @@ class SearchRule(StrictModel):
     drop: bool | list[bool] = False
     share: bool = Field(default=False, description="One variable for all the layers this rule selects.")
 
-    @model_validator(mode="after")
-    def _ranges(self) -> SearchRule:
-        ratios = self.prune_ratio if isinstance(self.prune_ratio, tuple) else (self.prune_ratio,)
+    @field_validator("prune_ratio")
+    @classmethod
+    def _ratio_range(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
+        ratios = value if isinstance(value, tuple) else (value,)
         if any(not 0.0 <= r < 1.0 for r in ratios):
             raise ValueError("prune_ratio values must be in [0, 1)")
-        if isinstance(self.prune_ratio, tuple) and self.prune_ratio[0] > self.prune_ratio[1]:
+        if isinstance(value, tuple) and value[0] > value[1]:
             raise ValueError("prune_ratio range must be [low, high] with low <= high")
-        bits = self.bits if isinstance(self.bits, list) else [self.bits] if self.bits else []
-        if isinstance(self.bits, list) and not self.bits:
+        return value
+
+    @field_validator("bits")
+    @classmethod
+    def _bit_choices(cls, value: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(value, list) and not value:
             raise ValueError("bits choices must not be empty")
+        bits = value if isinstance(value, list) else [] if value is None else [value]
         if any(b not in VALID_BITS for b in bits):
             raise ValueError(f"bits must be among {sorted(VALID_BITS)} (32 = float)")
-        if isinstance(self.drop, list) and not self.drop:
+        return value
+
+    @field_validator("drop")
+    @classmethod
+    def _drop_choices(cls, value: bool | list[bool]) -> bool | list[bool]:
+        if isinstance(value, list) and not value:
             raise ValueError("drop choices must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _drop_alone(self) -> SearchRule:
         drops = self.drop if isinstance(self.drop, list) else [self.drop]
         if True in drops and (self.bits not in (None, 32) or self.prune_ratio not in (0, 0.0)):
             raise ValueError(
@@ -229,6 +250,16 @@ class SearchSpec(StrictModel):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     finalize: FinalizeSpec | None = None
 
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            try:
+                parse_budget(value)
+            except PolicyError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
 
 class Policy(StrictModel):
     """A policy file: the task, the pipeline and either a fixed plan or a search."""
@@ -259,7 +290,8 @@ class Policy(StrictModel):
         return PolicyError(message, path=self._path, line=self.line_of(loc), field=".".join(map(str, loc)))
 
     def check_components(self, registry: ComponentRegistry) -> None:
-        """Check that every named component exists and that its options are valid."""
+        """Check that every named component exists, that its options are valid and that the plan names
+        only quantizers of the pipeline."""
         entries: list[tuple[ComponentKind, ComponentSpec, tuple[str | int, ...]]] = [
             ("task", self.task, ("task",))
         ]
@@ -271,23 +303,35 @@ class Policy(StrictModel):
                 spec = getattr(priors, field_name) if priors else None
                 if spec is not None:
                     entries.append(("scorer", spec, ("search", "priors", field_name)))
+            if self.search.finalize is not None:
+                final = self.search.finalize.distiller
+                entries.append(("distiller", final, ("search", "finalize", "distiller")))
         for kind, spec, loc in entries:
             try:
                 cls = registry.get(kind, spec.name)
             except UnknownComponentError as exc:
                 field = (*loc, "name")
-                where = location(self._path, self.line_of(field), ".".join(map(str, field)))
-                raise exc.with_location(where) from None
+                line = self.line_of(field)
+                raise exc.with_location(path=self._path, line=line, field=_dotted(field)) from None
             try:
                 cls.Options.model_validate(spec.options)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                field_loc = (
-                    *loc,
-                    "options",
-                    *[p for p in first["loc"] if isinstance(p, str | int)],
+                first, field_loc = _reported(exc, self._root, (*loc, "options"))
+                inner = field_loc[len(loc) + 1 : -1]
+                raise self.error(_message(first, _fields_at(cls.Options, inner)), field_loc) from None
+        self._check_plan_quantizers()
+
+    def _check_plan_quantizers(self) -> None:
+        if self.plan is None:
+            return
+        names = [spec.name for kind, spec, _ in self.pipeline.steps() if kind == "quantizer"]
+        for layer, decision in self.plan.layers.items():
+            if decision.quantizer is not None and decision.quantizer not in names:
+                raise self.error(
+                    f"layer '{printable(layer)}' asks for quantizer '{printable(decision.quantizer)}', which "
+                    f"the pipeline does not have; its quantizers: {', '.join(names) or 'none'}",
+                    ("plan", "layers", layer, "quantizer"),
                 )
-                raise self.error(_message(first, cls.Options.model_fields), field_loc) from None
 
     def with_plan(self, plan: CompressionPlan) -> Policy:
         """This policy with a fixed plan and no search (what a saved trial plan file holds)."""
@@ -313,41 +357,104 @@ def policy_json_schema() -> dict[str, Any]:
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file. Errors are :class:`PolicyError` naming file, line and field."""
     path = Path(path)
+    return parse_policy(_read_text(path, "policy"), path=path)
+
+
+def _read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of ``path``; a :class:`PolicyError` if it cannot be read or decoded."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise PolicyError(f"cannot read policy: {exc.strerror or exc}", path=path) from exc
-    return parse_policy(text, path=path)
+        raise PolicyError(f"cannot read {what}: {exc.strerror or exc}", path=path) from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PolicyError(
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded", path=path, line=line
+        ) from None
+
+
+#: deepest nesting of flow collections read; a policy needs a handful
+_MAX_DEPTH = 100
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data only: a ``!!python/...`` tag is an error, never a call) that also
+    refuses duplicate keys and reports a value it cannot build (an integer of 5,000 digits, a 13th month)
+    as a YAML error at its line."""
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # PyYAML's scanner slows down with the square of the depth of ``[[[...`` (1 s at 1,000 levels)
+        if self.flow_level >= _MAX_DEPTH:
+            raise yaml.scanner.ScannerError(
+                None, None, f"more than {_MAX_DEPTH} nested '[' or '{{'", self.get_mark()
+            )
+        super().fetch_flow_collection_start(token_class)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            shown = f" {_short(node.value)}" if isinstance(node, yaml.ScalarNode) else ""
+            problem = f"cannot read the value{shown}: {str(exc).split(';')[0]}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from exc
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            first = seen.setdefault(key.value, key)
+            if first is not key:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {_short(key.value)} (first on line {first.start_mark.line + 1})",
+                    key.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _read_yaml(text: str, shown: Path) -> tuple[Any, yaml.Node | None]:
+    """The data of a YAML document and its node tree (for lines), read safely."""
+    loader: _SafeLoader | None = None
     try:
-        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _SafeLoader(text)
+        root = loader.get_single_node()
+        return (loader.construct_document(root) if root is not None else None), root
+    except yaml.reader.ReaderError as exc:
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        at = text[: exc.position].count("\n") + 1
+        raise PolicyError(f"invalid YAML: character {char}: {exc.reason}", path=shown, line=at) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PolicyError(f"invalid YAML: {problem}", path=shown, line=line) from exc
+    except RecursionError:
+        raise PolicyError("invalid YAML: nested too deeply", path=shown) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def is_bare_plan(path: str | Path) -> bool:
     """True for a file holding only ``layers:`` (a plan without task and pipeline)."""
-    data, _ = _read_yaml(Path(path).read_text(encoding="utf-8"), Path(path))
+    data, _ = _read_yaml(_read_text(Path(path), "file"), Path(path))
     return isinstance(data, Mapping) and "layers" in data and "task" not in data
 
 
 def load_plan(path: str | Path) -> CompressionPlan:
     """Read a bare plan file (``layers:`` only); errors name file, line and field."""
     path = Path(path)
-    data, root = _read_yaml(path.read_text(encoding="utf-8"), path)
+    data, root = _read_yaml(_read_text(path, "plan"), path)
+    if not isinstance(data, Mapping):
+        raise PolicyError("a plan is a YAML mapping holding 'layers:'", path=path, line=1)
     try:
         return CompressionPlan.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = [p for p in first["loc"] if isinstance(p, str | int)]
-        raise PolicyError(
-            _message(first, None), path=path, line=_line_of(root, loc), field=".".join(map(str, loc))
-        ) from None
+        raise _schema_error(exc, CompressionPlan, root, path) from None
 
 
 def parse_policy(text: str, *, path: str | Path | None = None) -> Policy:
@@ -360,9 +467,10 @@ def parse_policy(text: str, *, path: str | Path | None = None) -> Policy:
             path=shown,
             line=1,
         )
-    if "schema_version" in data and data["schema_version"] != SCHEMA_VERSION:
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise PolicyError(
-            f"schema_version {data['schema_version']!r} is not supported; this version of "
+            f"schema_version {_short(version)} is not supported; this version of "
             f"compression-orchestrator reads schema_version {SCHEMA_VERSION}",
             path=shown,
             line=_line_of(root, ("schema_version",)),
@@ -371,25 +479,50 @@ def parse_policy(text: str, *, path: str | Path | None = None) -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = [p for p in first["loc"] if isinstance(p, str | int)]
-        loc = _known_prefix(root, loc) if first["type"] != "extra_forbidden" else loc
-        raise PolicyError(
-            _message(first, _fields_at(Policy, loc[:-1])),
-            path=shown,
-            line=_line_of(root, loc),
-            field=".".join(map(str, loc)) or "<root>",
-        ) from None
+        raise _schema_error(exc, Policy, root, shown) from None
     policy._path = Path(path) if path is not None else None
     policy._root = root
     return policy
 
 
+def _schema_error(
+    exc: ValidationError, model: type[BaseModel], root: yaml.Node | None, path: Path
+) -> PolicyError:
+    """The first error of ``exc`` as a :class:`PolicyError` naming file, line and field."""
+    first, loc = _reported(exc, root)
+    return PolicyError(
+        _message(first, _fields_at(model, loc[:-1])),
+        path=path,
+        line=_line_of(root, loc),
+        field=_dotted(loc) or "<root>",
+    )
+
+
+def _reported(
+    exc: ValidationError, root: yaml.Node | None, prefix: Sequence[str | int] = ()
+) -> tuple[ErrorDetails, list[str | int]]:
+    """The error to report and its place in the document: the deepest one, so that for a union (a
+    component or a list of them, ``0.5`` or ``[low, high]``) it is that of the member the input is shaped
+    as, and not the member's complaint about the input's type."""
+    placed = [(e, _located(root, (*prefix, *e["loc"]), e["type"])) for e in exc.errors()]
+    return max(placed, key=lambda p: (len(p[1]), not p[0]["type"].endswith("_type")))
+
+
+def _short(value: Any, *, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 4]}...{text[-1]}"
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    return ".".join(map(str, loc))
+
+
 def _message(error: Mapping[str, Any], siblings: Mapping[str, Any] | None) -> str:
-    msg = str(error["msg"])
+    msg = str(error["msg"]).removeprefix("Value error, ").split(" or instance of ")[0]
     if error["type"] == "extra_forbidden":
         name = str(error["loc"][-1])
-        msg = f"unknown field '{name}'"
+        msg = f"unknown field {_short(name)}"
         if siblings:
             close = difflib.get_close_matches(name, list(siblings), n=1)
             msg += f" (did you mean '{close[0]}'?)" if close else ""
@@ -400,19 +533,50 @@ def _message(error: Mapping[str, Any], siblings: Mapping[str, Any] | None) -> st
 
 
 def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> Mapping[str, Any] | None:
-    """The fields of the pydantic model found by following ``loc`` from ``model``."""
-    import typing
-
-    current: Any = model
+    """The fields of the pydantic model found by following ``loc`` from ``model`` (through unions, lists
+    and dicts)."""
+    current: list[Any] = [model]
     for part in loc:
-        field = current.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            return None
-        candidates = [field.annotation, *typing.get_args(field.annotation)]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if current is None:
-            return None
-    return dict(current.model_fields)
+        following: list[Any] = []
+        for branch in (b for a in current for b in members(a)):
+            origin, args = typing.get_origin(branch), typing.get_args(branch)
+            if isinstance(branch, type) and issubclass(branch, BaseModel) and isinstance(part, str):
+                field = branch.model_fields.get(part)
+                following += [field.annotation] if field is not None else []
+            elif origin in (list, tuple) and isinstance(part, int) and args:
+                following.append(args[0])
+            elif origin is dict and len(args) == 2:
+                following.append(args[1])
+        current = following
+    models = [b for a in current for b in members(a) if isinstance(b, type) and issubclass(b, BaseModel)]
+    return dict(models[0].model_fields) if models else None
+
+
+def _is_tag(part: str | int) -> bool:
+    """Whether ``part`` of a pydantic error location is not a key but the member of a union it tried
+    (``float``, ``tuple[float, float]``, ``ComponentSpec``) or a marker (``[key]``)."""
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS or part[:1].isupper())
+
+
+_TYPE_TAGS = frozenset({"int", "float", "str", "bool", "list", "dict", "tuple"})
+
+
+def _located(root: yaml.Node | None, loc: Sequence[Any], error_type: str) -> list[str | int]:
+    """``loc`` as the user wrote it: the keys and indexes found in the document (a missing or unknown key
+    last), without pydantic's union members and key markers."""
+    parts: list[str | int] = [p for p in loc if isinstance(p, str | int)]
+    if root is None:
+        return [p for p in parts if not _is_tag(p)]
+    out: list[str | int] = []
+    node: yaml.Node | None = root
+    for index, part in enumerate(parts):
+        child = _child(node, part)
+        if child is not None:
+            out.append(part)
+            node = child
+        elif index == len(parts) - 1 and error_type in ("missing", "extra_forbidden"):
+            out.append(part)
+    return out
 
 
 def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
@@ -420,7 +584,7 @@ def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
         for k, v in node.value:
             if str(k.value) == str(key):
                 return cast("yaml.Node", v)
-    elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+    elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
         return cast("yaml.Node", node.value[key])
     return None
 
@@ -431,19 +595,6 @@ def _key_node(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
             if str(k.value) == str(key):
                 return cast("yaml.Node", k)
     return None
-
-
-def _known_prefix(root: yaml.Node | None, loc: Sequence[str | int]) -> list[str | int]:
-    """The longest prefix of ``loc`` that exists in the YAML document (plus a missing last key)."""
-    out: list[str | int] = []
-    node = root
-    for part in loc:
-        nxt = _child(node, part)
-        out.append(part)
-        if nxt is None:
-            break
-        node = nxt
-    return out
 
 
 def _line_of(root: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
