@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from .postgres import postgres  # noqa: F401  (a session fixture: a throwaway PostgreSQL server)
+
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = REPO / "policies"
 
