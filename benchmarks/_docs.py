@@ -35,3 +35,34 @@ def measured(details: str, command: str) -> list[str]:
         "```",
         "",
     ]
+
+
+SUMMARY_START = "<!-- summary: one row per benchmark, written by the benchmarks -->"
+SUMMARY_END = "<!-- /summary -->"
+
+
+def write_row(path: Path, key: str, compared: str, result: str, command: str) -> None:
+    """Set the row ``key`` (e.g. "B1") of the summary table at the top of ``path``."""
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    rows: dict[str, str] = {}
+    if SUMMARY_START in doc:
+        head, _, rest = doc.partition(SUMMARY_START)
+        table, _, tail = rest.partition(SUMMARY_END)
+        for line in table.splitlines():
+            cells = line.split("|")
+            if len(cells) > 2 and cells[1].strip() not in ("", "---"):
+                rows[cells[1].strip()] = line
+    else:
+        title, _, body = doc.partition("\n")
+        head, tail = title + "\n\n", "\n\n" + body.lstrip("\n")
+    rows[key] = f"| {key} | {compared} | {result} | `python {command}` |"
+    table = "\n".join(
+        [
+            SUMMARY_START,
+            "| | compared | result, as measured | reproduce |",
+            "|---|---|---|---|",
+            *(rows[k] for k in sorted(rows)),
+            SUMMARY_END,
+        ]
+    )
+    path.write_text(head + table + tail)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import write_row, write_section  # benchmarks/ is on sys.path when a script runs
 from torch import nn
 
 from orchestrator import CompressionPlan, Distiller, Task, load_registry
@@ -182,8 +182,7 @@ def section(results: list[Result], facts: dict[str, Any], args: argparse.Namespa
         "cached yet). Reproduce with:",
         "",
         "```bash",
-        f"python benchmarks/depth_vs_width.py --kd-epochs {args.kd_epochs:g} --rounds {args.rounds} "
-        f"--seeds {' '.join(map(str, args.seeds))} --write docs/benchmarks.md",
+        f"python {command(args)} --write docs/benchmarks.md",
         "```",
         "",
     ]
@@ -244,6 +243,33 @@ def seeds_table(runs: dict[int, list[Result]]) -> list[str]:
     return lines
 
 
+def summary_row(runs: dict[int, list[Result]]) -> tuple[str, str]:
+    """What B4 compares and its mean result over the seeds, for the summary table."""
+
+    def mean(pick: Any) -> float:
+        return sum(pick(*r) for r in runs.values()) / len(runs)
+
+    def speed(b: int, i: int) -> float:
+        return mean(lambda *r: r[i].latency[b].median_ms / r[0].latency[b].median_ms)
+
+    compared = (
+        f"CKA depth pruning vs uniform channel pruning at equal MACs, kd (mnist-resnet, {len(runs)} seeds)"
+    )
+    result = (
+        f"accuracy {mean(lambda b, d, w: d.accuracy):.2f} vs {mean(lambda b, d, w: w.accuracy):.2f} % "
+        f"(baseline {mean(lambda b, d, w: b.accuracy):.2f}); latency "
+        + ", ".join(f"b{b} {speed(b, 1):.2f}x vs {speed(b, 2):.2f}x" for b in BATCHES)
+    )
+    return compared, result
+
+
+def command(args: argparse.Namespace) -> str:
+    return (
+        f"benchmarks/depth_vs_width.py --kd-epochs {args.kd_epochs:g} --rounds {args.rounds} "
+        f"--seeds {' '.join(map(str, args.seeds))}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--kd-epochs", type=float, default=2.0, help="recovery epochs for both models")
@@ -278,6 +304,7 @@ def main() -> None:
     print(text)
     if args.write is not None:
         write_section(args.write, SECTION, text)
+        write_row(args.write, "B4", *summary_row(runs), command(args))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_row, write_section  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator import CompressionPlan, load_registry, parse_policy
 from orchestrator.artifact import load_artifact
@@ -224,11 +224,23 @@ def summary(runs: dict[int, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _mean_speedups(runs: dict[int, dict[str, Any]], batch: int) -> str:
+    parts = []
+    for kind in ("searched", "plain"):
+        best = [(run, _fastest(run, kind, batch)) for run in runs.values()]
+        found = [_speedup(run, c, batch) for run, c in best if c is not None]
+        within = f" ({len(found)} of {len(runs)} seeds within 1 pt)" if len(found) < len(runs) else ""
+        parts.append(
+            f"{kind} {statistics.mean(found):.2f}x{within}" if found else f"{kind}: none within 1 pt"
+        )
+    return f"b{batch}: " + " vs ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--trials", type=int, default=12, help="search trials per seed")
-    parser.add_argument("--epochs", type=float, default=0.5, help="kd recovery epochs of every model")
+    parser.add_argument("--trials", type=int, default=10, help="search trials per seed")
+    parser.add_argument("--epochs", type=float, default=0.3, help="kd recovery epochs of every model")
     parser.add_argument(
         "--ratios", type=float, nargs="+", default=[0.25, 0.5], help="uniform L1 ratios tried"
     )
@@ -280,6 +292,14 @@ def main() -> None:
     print(text)
     if args.write:
         write_section(args.write, SECTION, text)
+        write_row(
+            args.write,
+            "B2",
+            "fastest plan within 1 point of fp32: searched vs the fastest plain combination (uniform L1 + "
+            f"int8; first block per stage, fp32 or int8), speed-up vs fp32 (mnist-resnet, {len(runs)} seeds)",
+            "; ".join(_mean_speedups(runs, batch) for batch in BATCHES),
+            command,
+        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_row, write_section  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator import CompressionPlan, load_registry, parse_policy
 from orchestrator.events import TrialFinished
@@ -159,6 +159,15 @@ def main() -> None:
     print(text)
     if args.write:
         write_section(args.write, SECTION, text)
+        per_seed = ", ".join(f"{r[1] / r[2]:.2f}x" for r in rows if r[2])
+        write_row(
+            args.write,
+            "B3",
+            f"joint search vs prune-only search then int8, {trials} trials each (digits-cnn, "
+            f"{len(seeds)} seeds)",
+            f"hypervolume {j / s:.2f}x of sequential (per seed {per_seed})" if s else "no sequential front",
+            f"benchmarks/joint_vs_sequential.py{quick}",
+        )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_row, write_section  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator import load_registry, parse_policy
 from orchestrator.layers import droppable_blocks
@@ -126,6 +126,20 @@ def main() -> None:
     print(text)
     if args.write:
         write_section(args.write, SECTION, text)
+        means = {
+            name: {k: statistics.mean(r[k] for r in results) for k in results[0]}
+            for name, results in rows.items()
+        }
+        fkd, kd = means["feature-kd"], means["kd"]
+        write_row(
+            args.write,
+            "B5",
+            f"MiniLM 6 -> 3 layers + 8 bits, feature-kd vs kd ({len(args.seeds)} seeds)",
+            f"cosine {fkd['cosine']:.3f} with feature-kd, {kd['cosine']:.3f} with kd; "
+            f"{fkd['size_bytes_ratio']:.3f}x bytes; latency {fkd['latency_ms_b1_ratio']:.2f}x at b1, "
+            f"{fkd['latency_ms_b64_ratio']:.2f}x at b64",
+            f"benchmarks/minilm_depth_int8.py --epochs {args.epochs:g} --rounds {args.rounds}",
+        )
 
 
 if __name__ == "__main__":

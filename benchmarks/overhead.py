@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_row, write_section  # benchmarks/ is on sys.path when a script runs
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -101,6 +101,14 @@ def main() -> None:
     print(text)
     if args.write:
         write_section(args.write, SECTION, text)
+        per_trial = sorted(r["overhead"] / trials for r in runs)
+        write_row(
+            args.write,
+            "B6",
+            "orchestration time (sampling, storage, tracking, summaries) / search time (digits-cnn)",
+            f"median {fraction:.1%} of the run; {per_trial[0]:.2f}-{per_trial[-1]:.2f} s per trial",
+            f"benchmarks/overhead.py{quick}",
+        )
 
 
 if __name__ == "__main__":

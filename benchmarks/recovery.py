@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _docs import measured, write_section  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_row, write_section  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator import CompressionPlan, Task, load_registry
 from orchestrator.layers import compressible_layers
@@ -154,6 +154,16 @@ def main() -> None:
     print(text)
     if args.write:
         write_section(args.write, SECTION, text)
+        means = {name: statistics.mean(v) for name, v in result["rows"].items()}
+        write_row(
+            args.write,
+            "B7",
+            f"kd and feature-kd vs plain fine-tuning, same steps, at {macs:.3f}x MACs (mnist-resnet, "
+            f"{len(args.seeds)} seeds)",
+            ", ".join(f"{name} {mean:.2f} %" for name, mean in means.items())
+            + f" (baseline {statistics.mean(result['baselines']):.2f} %)",
+            f"benchmarks/recovery.py --seeds {' '.join(map(str, args.seeds))} --epochs {epochs:g}{quick}",
+        )
 
 
 if __name__ == "__main__":
