@@ -6,11 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from orchestrator.testing import isolated_registry
+from orchestrator.testing import TaskContract, TinyDigits, isolated_registry
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -153,6 +153,17 @@ def test_contract_suites_fail_exactly_the_broken_contracts(pytester: pytest.Pyte
     assert len(outcomes["PASSED"]) > 30
     skips = {line.partition(": set ")[2][:8] for line in result.outlines if line.startswith("SKIPPED")}
     assert skips == {"'plugin'", "budget ="}  # only the optional checks nobody asked for
+
+
+class TestTinyDigits(TaskContract):
+    """The task the suites run on passes the task suite, with each of its models."""
+
+    component = TinyDigits
+
+
+class TestTinyDigitsResNet(TaskContract):
+    component = TinyDigits
+    options: ClassVar[dict[str, Any]] = {"model": "resnet"}
 
 
 def test_fixtures_plugin_gives_an_isolated_registry_and_tiny_models(pytester: pytest.Pytester) -> None:
