@@ -3,6 +3,7 @@ global budget, and workers killed with SIGKILL mid-trial."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -113,9 +114,11 @@ def _started_trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
             return []
 
 
-def _kill_mid_trial(worker: subprocess.Popen[bytes], storage: str, study: str, after: int) -> int:
-    """SIGKILL ``worker`` while it runs a trial, once ``after`` trials of the study have finished; the
-    number of the trial it was running."""
+def _signal_mid_trial(
+    worker: subprocess.Popen[bytes], storage: str, study: str, *, after: int, sig: int = signal.SIGKILL
+) -> int:
+    """Send ``sig`` to ``worker`` while it runs a trial, once ``after`` trials of the study have finished;
+    the number of the trial it was running."""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         assert worker.poll() is None, "the worker ended before it could be killed"
@@ -124,8 +127,7 @@ def _kill_mid_trial(worker: subprocess.Popen[bytes], storage: str, study: str, a
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
         mine = [t for t in running if t.user_attrs.get("worker") == f"{HOST}:{worker.pid}"]
         if done >= after and mine:
-            worker.send_signal(signal.SIGKILL)
-            worker.wait(timeout=60)
+            worker.send_signal(sig)
             return mine[0].number
         time.sleep(0.3)
     raise AssertionError("the worker never ran a trial")
@@ -165,8 +167,8 @@ def test_a_killed_worker_s_trial_fails_and_runs_again_within_the_budget(
     storage = postgres.create_database("killed")
     args = ["--budget", "15", "--storage", storage, "--tracking-uri", mlflow_url, "--study", "killed"]
     workers = [_worker(policy, *args, "--heartbeat", "1") for _ in range(3)]
-    killed = _kill_mid_trial(workers[0], storage, "killed", after=3)
-    assert _finish(workers[1:]) == [0, 0], _logs(policy)
+    killed = _signal_mid_trial(workers[0], storage, "killed", after=3)
+    assert _finish(workers) == [-signal.SIGKILL, 0, 0], _logs(policy)
 
     trials = _check_budget(_trials(storage, "killed"), 15)
     assert trials[killed].state == optuna.trial.TrialState.FAIL
@@ -186,7 +188,8 @@ def test_kill_and_rerun_resumes_without_losing_a_completed_trial(policy: Path) -
     args = ["--budget", "6", "--runs-dir", str(runs), "--heartbeat", "1"]
     first = _worker(policy, *args)
     storage = f"sqlite:///{runs / 'optuna.db'}"
-    killed = _kill_mid_trial(first, storage, "policy", after=2)
+    killed = _signal_mid_trial(first, storage, "policy", after=2)
+    assert _finish([first]) == [-signal.SIGKILL]
     before = {t.number: t.values for t in _trials(storage, "policy") if t.state.is_finished()}
     assert len(before) >= 2
 
@@ -198,3 +201,21 @@ def test_kill_and_rerun_resumes_without_losing_a_completed_trial(policy: Path) -
     children = read_trial_runs(f"sqlite:///{runs / 'mlflow.db'}", "policy")
     counted = sorted(n for n, t in trials.items() if not is_lost(t))
     assert sorted(c["trial_number"] for c in children) == counted
+
+
+def test_ctrl_c_stops_with_a_summary_and_the_running_trial_not_counted(policy: Path) -> None:
+    runs = policy.parent / "runs"
+    worker = _worker(policy, "--budget", "20", "--runs-dir", str(runs), "--no-track")
+    storage = f"sqlite:///{runs / 'optuna.db'}"
+    running = _signal_mid_trial(worker, storage, "policy", after=1, sig=signal.SIGINT)
+    assert _finish([worker]) == [130], _logs(policy)
+
+    assert "interrupted: run the same command again to resume" in _logs(policy)
+    summary = json.loads((runs / "policy" / "summary.json").read_text())
+    trials = {t.number: t for t in _trials(storage, "policy")}
+    assert all(t.state.is_finished() for t in trials.values())  # told, not left running
+    lost = [n for n, t in trials.items() if is_lost(t)]
+    assert lost in ([running], [])  # [] if the trial ended in the instant before Ctrl-C
+    assert all("interrupted" in trials[n].user_attrs["error"] for n in lost)
+    assert summary["counts"]["lost"] == len(lost)
+    assert summary["counts"]["finished"] == len(trials) - len(lost) < 20
