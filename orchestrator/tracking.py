@@ -105,7 +105,8 @@ def default_artifact_location(tracking_uri: str) -> str | None:
 class MlflowTracker:
     """Logs a search to MLflow: a parent run per study, a nested child run per trial.
 
-    ``tracking_uri`` is any URI ``MlflowClient`` accepts (``sqlite:///...``, ``http://host:5000``).
+    ``tracking_uri`` is any URI ``MlflowClient`` accepts (``sqlite:///...``, ``postgresql://...``,
+    ``http://host:5000``).
     The experiment is created when missing, for a sqlite store with its artifacts beside the database
     unless ``artifact_location`` says otherwise. Nothing is opened until the first hook is called.
     """
@@ -477,7 +478,7 @@ def _trial_metrics(event: TrialFinished) -> dict[str, float]:
 def _counts(summary: Mapping[str, Any]) -> dict[str, float]:
     trials = [t for t in summary.get("trials") or () if isinstance(t, Mapping)]
     counts: dict[str, float] = {"n_trials": float(len(trials))}
-    for state in ("complete", "infeasible", "gated", "failed"):
+    for state in ("complete", "infeasible", "gated", "failed", "lost"):
         counts[f"n_{state}"] = float(sum(t.get("state") == state for t in trials))
     counts["n_feasible"] = float(sum(bool(t.get("feasible")) for t in trials))
     counts["n_pareto"] = float(len(summary.get("pareto") or ()))
