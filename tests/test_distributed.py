@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,6 +142,43 @@ def _check_budget(trials: list[optuna.trial.FrozenTrial], budget: int) -> dict[i
     counted = [t for t in trials if not is_lost(t)]
     assert len(counted) == budget
     return by_number
+
+
+def test_the_budget_lock_serializes_connections_and_dies_with_its_holder(postgres: PostgresServer) -> None:
+    url = postgres.create_database("locking")
+    events: list[str] = []
+    held = threading.Event()
+
+    def first() -> None:
+        with budget_lock(url):
+            events.append("first in")
+            held.set()
+            time.sleep(0.5)
+            events.append("first out")
+
+    def second() -> None:
+        held.wait(timeout=60)
+        with budget_lock(url):
+            events.append("second in")
+
+    threads = [threading.Thread(target=first, daemon=True), threading.Thread(target=second, daemon=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert events == ["first in", "first out", "second in"]
+
+    code = "import sys, time\nfrom orchestrator.storage import budget_lock\nwith budget_lock(sys.argv[1]):\n"
+    code += "    print('held', flush=True)\n    time.sleep(600)\n"
+    holder = subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, text=True)
+    with holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        holder.kill()  # SIGKILL: its connection closes, and the server releases the lock
+    taken = threading.Thread(target=second, daemon=True)
+    taken.start()
+    taken.join(timeout=60)
+    assert events == ["first in", "first out", "second in", "second in"]
 
 
 def test_three_workers_share_one_study_one_budget_and_one_parent_run(
