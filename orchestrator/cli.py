@@ -53,8 +53,19 @@ def main(
             help="Do not load the plugin of this name (repeatable; also ORCHESTRATOR_BLOCK=a,b).",
         ),
     ] = None,
+    trust_model_files: Annotated[
+        bool,
+        typer.Option(
+            "--trust-model-files",
+            help="Load model files that need full unpickling (a whole pickled model), which runs code "
+            "from them: only for files from a source you trust (also ORCHESTRATOR_TRUST_MODEL_FILES=1).",
+        ),
+    ] = False,
 ) -> None:
+    from orchestrator.model_files import trust_model_files as trust
+
     _State.block = tuple(block or ())
+    trust(True if trust_model_files else None)  # without the flag, the environment decides
 
 
 @app.command()

@@ -48,8 +48,7 @@ COMPONENT_KINDS: tuple[ComponentKind, ...] = (
 
 
 class ComponentOptions(StrictBase):
-    """Base of every component's ``Options``: strict, immutable, no unknown keys, no true/false for a
-    number."""
+    """Base of every component's ``Options``: strict, immutable, no unknown keys, no booleans for numbers."""
 
 
 OptionsT = TypeVar("OptionsT", bound=ComponentOptions)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DuplicateComponentError",
     "MissingExtraError",
+    "ModelFileError",
     "OrchestratorError",
     "PlanError",
     "PluginLoadError",
@@ -134,3 +135,15 @@ class MissingExtraError(OrchestratorError, ImportError):
         super().__init__(
             f"'{module}' is not installed; install it with: pip install 'compression-orchestrator[{extra}]'"
         )
+
+
+class ModelFileError(OrchestratorError):
+    """A model file cannot be used: unreadable, not a checkpoint, not fitting the model, or needing full
+    unpickling (which runs code from the file) that the user did not allow. Names the file."""
+
+    exit_code = 2
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")

@@ -8,6 +8,8 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import FilePath
+
 from orchestrator.components import Component, ComponentKind, ComponentOptions, OptionsT
 
 if TYPE_CHECKING:
@@ -21,6 +23,7 @@ __all__ = [
     "ClassificationTask",
     "ShuffledBatches",
     "Task",
+    "TaskOptions",
     "cache_dir",
     "classification_accuracy",
     "classification_task",
@@ -42,6 +45,15 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "compression-orchestrator"
+
+
+class TaskOptions(ComponentOptions):
+    """Options every builtin task takes (derive a task's ``Options`` from it to take them too)."""
+
+    #: a checkpoint of the task's model to start from instead of the trained (or pretrained) baseline:
+    #: a state_dict saved with torch.save(model.state_dict(), PATH), loaded without running code from the
+    #: file; a whole pickled model only with --trust-model-files. Relative to the working directory.
+    weights: FilePath | None = None
 
 
 class Task(Component[OptionsT]):
@@ -108,8 +120,17 @@ class Task(Component[OptionsT]):
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return cache_dir() / "baselines" / f"{self.name}-{digest}.pt"
 
+    def with_weights(self, model: nn.Module) -> nn.Module:
+        """``model`` with the weights of the file the ``weights`` option names, if the task has that option
+        and it is set (see :func:`orchestrator.model_files.load_model_file`); else ``model`` unchanged."""
+        from orchestrator.model_files import load_model_file
+
+        weights = getattr(self.options, "weights", None)
+        return model if weights is None else load_model_file(weights, model)
+
     def cached_baseline(self, model: nn.Module, train: Callable[[nn.Module], None]) -> nn.Module:
-        """``model`` with the cached trained weights, or trained by ``train`` once and cached.
+        """``model`` with the weights the ``weights`` option names if set; else with the cached trained
+        weights, or trained by ``train`` once and cached.
 
         The write is atomic, so several workers starting together never read a half-written file.
         """
@@ -117,6 +138,8 @@ class Task(Component[OptionsT]):
 
         import torch
 
+        if getattr(self.options, "weights", None) is not None:
+            return self.with_weights(model).eval()
         path = self.baseline_path()
         if path.exists():
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -177,7 +200,10 @@ def classification_accuracy(model: nn.Module, batches: Iterable[Batch]) -> float
 class ClassificationTask(Task[OptionsT]):
     """A classifier fed ``(inputs, labels)`` batches: example inputs are taken from the evaluation data,
     the metric is top-1 ``accuracy`` in percent. Subclasses give ``name``, ``build_model``,
-    ``train_data`` and ``eval_data``."""
+    ``train_data`` and ``eval_data``; with :class:`TaskOptions` (the default ``Options``), ``build_model``
+    may return ``self.with_weights(model)`` to start from the user's ``weights:`` file."""
+
+    Options: ClassVar[type[ComponentOptions]] = TaskOptions
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         first = next(iter(self.eval_data()))[0]
@@ -190,16 +216,21 @@ class ClassificationTask(Task[OptionsT]):
 
 def classification_task(
     name: str, model: nn.Module, train: Iterable[Batch], evaluation: Iterable[Batch]
-) -> type[ClassificationTask[ComponentOptions]]:
+) -> type[ClassificationTask[TaskOptions]]:
     """A task class for your trained classifier and your data (e.g. two ``DataLoader``); register it
     with ``registry.components.register(...)`` and name it in a policy's ``task:``.
 
-    ``train`` is iterated once per epoch of recovery; ``evaluation`` should be in a fixed order.
+    ``train`` is iterated once per epoch of recovery; ``evaluation`` should be in a fixed order. With
+    ``options: {weights: PATH}`` the task starts from a copy of ``model`` holding the weights of that file.
     """
 
-    class _Yours(ClassificationTask[ComponentOptions]):
+    class _Yours(ClassificationTask[TaskOptions]):
         def build_model(self) -> nn.Module:
-            return model.eval()
+            if self.options.weights is None:
+                return model.eval()
+            import copy
+
+            return self.with_weights(copy.deepcopy(model)).eval()
 
         def train_data(self) -> Iterable[Batch]:
             return train

@@ -12,9 +12,9 @@ from pydantic import Field
 
 from orchestrator import (
     Batch,
-    ComponentOptions,
     ShuffledBatches,
     Task,
+    TaskOptions,
     classification_accuracy,
     fixed_batches,
     hookimpl,
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-class DigitsOptions(ComponentOptions):
+class DigitsOptions(TaskOptions):
     #: channels of the three conv layers and the hidden linear layer
     widths: tuple[int, int, int, int] = (32, 64, 128, 128)
     epochs: int = Field(default=30, ge=1)

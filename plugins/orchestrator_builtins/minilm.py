@@ -16,7 +16,8 @@ so every batch, and the traced artifact, has one sequence length. A batch is ``(
 attention_mask, target)``, ``target`` being the uncompressed model's embedding of each sentence;
 ``loss`` is one minus the mean cosine similarity to it.
 
-Nothing is trained: the baseline is the pretrained model, loaded once per process and copied. The metric
+Nothing is trained: the baseline is the pretrained model, loaded once per process and copied (or, with
+``weights: PATH``, a copy holding the weights of that state_dict, e.g. the encoder fine-tuned). The metric
 ``cosine`` is the mean cosine similarity between a model's embeddings and the baseline's over the
 evaluation sentences (1.0 for the baseline); ``cosine_min`` is the lowest one.
 """
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from orchestrator import Batch, ComponentOptions, MissingExtraError, OrchestratorError, Task, hookimpl
+from orchestrator import Batch, MissingExtraError, OrchestratorError, Task, TaskOptions, hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -146,7 +147,7 @@ def _pretrained() -> tuple[nn.Module, Any]:
 # -- task ----------------------------------------------------------------------------------------------
 
 
-class MiniLMOptions(ComponentOptions):
+class MiniLMOptions(TaskOptions):
     #: tokens per sentence, [CLS] and [SEP] included: shorter sentences are padded, longer ones cut (the
     #: longest shipped sentence has 32)
     max_length: int = Field(default=32, ge=4, le=512)
@@ -192,18 +193,23 @@ class MiniLM(Task[MiniLMOptions]):
         return (*encode(train), *encode(held_out))
 
     @cached_property
+    def _baseline(self) -> nn.Module:
+        """The pretrained encoder, or a copy with the weights of the ``weights`` file if given."""
+        encoder, _ = _pretrained()
+        return encoder if self.options.weights is None else self.with_weights(copy.deepcopy(encoder)).eval()
+
+    @cached_property
     def _train_targets(self) -> torch.Tensor:
-        """The pristine model's embeddings of the training sentences."""
-        return _embed(_pretrained()[0], self._tokens[0], self._tokens[1])
+        """The baseline's embeddings of the training sentences."""
+        return _embed(self._baseline, self._tokens[0], self._tokens[1])
 
     @cached_property
     def _eval_targets(self) -> torch.Tensor:
-        """The pristine model's embeddings of the evaluation sentences, in the batches of ``eval_data``."""
-        return _embed(_pretrained()[0], self._tokens[2], self._tokens[3])
+        """The baseline's embeddings of the evaluation sentences, in the batches of ``eval_data``."""
+        return _embed(self._baseline, self._tokens[2], self._tokens[3])
 
     def build_model(self) -> nn.Module:
-        encoder, _ = _pretrained()
-        return copy.deepcopy(encoder).eval()
+        return copy.deepcopy(self._baseline).eval()
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         ids, mask = self._tokens[0], self._tokens[1]

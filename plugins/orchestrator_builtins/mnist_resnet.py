@@ -26,10 +26,10 @@ from pydantic import Field
 
 from orchestrator import (
     Batch,
-    ComponentOptions,
     OrchestratorError,
     ShuffledBatches,
     Task,
+    TaskOptions,
     classification_accuracy,
     fixed_batches,
     hookimpl,
@@ -204,7 +204,7 @@ def build_resnet(widths: tuple[int, ...] = (16, 32, 64), blocks: int = 3, classe
 # -- task ----------------------------------------------------------------------------------------------
 
 
-class MnistResNetOptions(ComponentOptions):
+class MnistResNetOptions(TaskOptions):
     #: channels of each stage (one stage per entry)
     widths: tuple[int, ...] = Field(default=(16, 32, 64), min_length=1)
     #: residual blocks per stage
