@@ -55,6 +55,8 @@ DEFAULT_RUNS_DIR = Path("orchestrate-runs")
 #: trial user attributes: the worker (``host:pid``) that ran it, and its heartbeat interval in seconds
 WORKER_ATTR = "worker"
 HEARTBEAT_ATTR = "heartbeat_s"
+#: how often a worker that found the budget spent looks again at the trials other workers still run
+_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -412,7 +414,7 @@ class Search:
                 ]
                 if heartbeat is None or not watched:
                     return None
-            time.sleep(heartbeat.interval)
+            time.sleep(min(heartbeat.interval, _WAIT_S))
         return None
 
     def _fail_stale(self, study: optuna.Study) -> None:
