@@ -67,18 +67,20 @@ def export_model(
     return out
 
 
-def load_exported(path: Path, registry: PluginRegistry | None = None) -> Any:
+def load_exported(path: Path, registry: PluginRegistry | None = None, *, trusted: bool | None = None) -> Any:
     """A callable model from a file written by :func:`export_model` (format told by its content).
 
-    ``onnx`` files come back as a small wrapper that runs ONNX Runtime on torch tensors.
+    ``onnx`` files come back as a small wrapper that runs ONNX Runtime on torch tensors. ``pt2`` archives
+    are read by ``torch.export.load``, which unpickles their weights and constants (running any code they
+    name): they load only when ``trusted`` (e.g. a file this process just wrote) or, when it is None, when
+    model files are trusted (:func:`orchestrator.model_files.model_files_trusted`); else a
+    :class:`~orchestrator.errors.ModelFileError` says so. The other formats run no code from the file.
     """
-    import torch
-
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return _OnnxModel(path)
     if suffix == ".pt2":
-        return torch.export.load(str(path)).module()
+        return _load_pt2(path, trusted)
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     if any(name.endswith("/constants.pkl") for name in names):
@@ -86,8 +88,18 @@ def load_exported(path: Path, registry: PluginRegistry | None = None) -> Any:
 
         return load_artifact(path)
     if any(name.endswith("/archive_format") or "/models/" in name for name in names):
-        return torch.export.load(str(path)).module()
+        return _load_pt2(path, trusted)
     return _load_state_dict(path, registry)
+
+
+def _load_pt2(path: Path, trusted: bool | None) -> Any:
+    import torch
+
+    from orchestrator.model_files import refuse_untrusted
+
+    what = "is a pt2 archive, whose weights and constants torch.export.load unpickles"
+    refuse_untrusted(path, what, "Export it as torchscript, onnx or state_dict instead", trusted=trusted)
+    return torch.export.load(str(path)).module()
 
 
 def max_difference(a: Any, b: Any) -> float:

@@ -27,7 +27,7 @@ from orchestrator.errors import ModelFileError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["TRUST_ENV", "load_model_file", "model_files_trusted", "trust_model_files"]
+__all__ = ["TRUST_ENV", "load_model_file", "model_files_trusted", "refuse_untrusted", "trust_model_files"]
 
 #: set to 1 (or true, yes, on) to allow model files that need full unpickling
 TRUST_ENV = "ORCHESTRATOR_TRUST_MODEL_FILES"
@@ -71,7 +71,9 @@ def load_model_file(path: str | Path, into: nn.Module) -> nn.Module:
         if model_files_trusted() and ("weights_only" in text or "Weights only" in text):
             saved = _load_trusted(path)
         elif "Unsupported global" in text or "TorchScript" in text:  # it names code to run
-            raise ModelFileError(path, _untrusted(text)) from None
+            refuse_untrusted(
+                path, _untrusted(text), "Save a state_dict instead (torch.save(model.state_dict(), PATH))"
+            )
         else:
             raise ModelFileError(path, f"is not a PyTorch checkpoint ({_detail(exc)})") from None
     except Exception as exc:  # EOFError, KeyError, ...: whatever a file that is not a checkpoint gives
@@ -87,15 +89,23 @@ def load_model_file(path: str | Path, into: nn.Module) -> nn.Module:
 def _untrusted(text: str) -> str:
     named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if named:
-        what = f"holds pickled Python objects ('{named.group(1)}')"
-    elif "TorchScript" in text:
-        what = "is a TorchScript archive, which torch.load reads only by full unpickling"
-    else:
-        what = "holds pickled Python objects"
-    return (
-        f"{what}, and loading it would run code from the file. Save a state_dict instead "
-        f"(torch.save(model.state_dict(), PATH)), or, only if you trust where the file comes from, "
-        f"pass --trust-model-files (orchestrate --trust-model-files COMMAND ...) or set {TRUST_ENV}=1"
+        return f"holds pickled Python objects ('{named.group(1)}')"
+    if "TorchScript" in text:
+        return "is a TorchScript archive, which torch.load reads only by full unpickling"
+    return "holds pickled Python objects"
+
+
+def refuse_untrusted(path: str | Path, what: str, instead: str, *, trusted: bool | None = None) -> None:
+    """A :class:`~orchestrator.errors.ModelFileError` unless model files are trusted (``trusted``, or
+    :func:`model_files_trusted` when it is None): the file ``what`` (why loading it runs code), the
+    safer way (``instead``) and how to allow it."""
+    if model_files_trusted() if trusted is None else trusted:
+        return
+    raise ModelFileError(
+        path,
+        f"{what}, and loading it would run code from the file. {instead}, or, only if you trust where the "
+        f"file comes from, pass --trust-model-files (orchestrate --trust-model-files COMMAND ...) or set "
+        f"{TRUST_ENV}=1",
     )
 
 

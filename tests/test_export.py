@@ -28,7 +28,7 @@ from pathlib import Path
 from orchestrator.export import load_exported
 path = Path(sys.argv[1])
 x, want = torch.load(sys.argv[2], weights_only=True)
-model = load_exported(path)
+model = load_exported(path, trusted=True)  # written by the test
 with torch.no_grad():
     got = model(x)
 print(float((got - want).abs().max()), float(want.abs().max()))

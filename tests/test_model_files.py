@@ -229,3 +229,15 @@ def test_the_command_line_loads_a_pickled_model_with_the_flag_or_the_variable(tm
     assert {row["layer"] for row in json.loads(flagged.stdout)["layers"]} >= {"features.conv1"}
     assert CliRunner().invoke(app, args).exit_code == 2  # the flag lasts one command
     assert CliRunner().invoke(app, args, env={TRUST_ENV: "1"}).exit_code == 0
+
+
+def test_a_pt2_archive_loads_only_when_trusted(tmp_path: Path) -> None:
+    from orchestrator.export import load_exported
+
+    path = tmp_path / "linear.pt2"
+    torch.export.save(torch.export.export(nn.Linear(2, 3), (torch.zeros(1, 2),)), str(path))
+    with pytest.raises(ModelFileError, match=r"pt2 archive.*--trust-model-files"):
+        load_exported(path)
+    assert load_exported(path, trusted=True)(torch.zeros(1, 2)).shape == (1, 3)
+    trust_model_files(True)
+    assert load_exported(path)(torch.zeros(1, 2)).shape == (1, 3)
