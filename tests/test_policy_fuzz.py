@@ -772,6 +772,11 @@ def test_booleans_are_not_numbers_in_component_options() -> None:
     assert "expected a number, not true" in str(info.value)
 
 
+def test_apply_names_a_missing_file(tmp_path: Path) -> None:
+    for args in (["apply", "nope.yaml"], ["apply", "nope.yaml", "--policy", str(PLAN_POLICY)]):
+        _check_cli([*args, "--out", str(tmp_path / "out")], None, Path("nope.yaml"))
+
+
 def test_valid_policies_still_load_with_merge_keys() -> None:
     policy = parse_policy(
         "schema_version: 1\ntask: digits-cnn\npipeline:\n  distiller: &kd {name: kd, options: {epochs: 1}}\n"
