@@ -101,8 +101,8 @@ def _plain_plans(model: Any, example: tuple[Any, ...], ratios: list[float]) -> d
     int8 = {n: {"bits": 8} for n in layers}
     later = [b for b in droppable_blocks(model, example) if not b.endswith(".0")]
     plans = {
-        f"uniform L1 {r:g} + int8": {
-            n: {**int8.get(n, {}), "prune_ratio": r} if n in convs else int8[n] for n in layers
+        (f"uniform L1 {r:g} + int8" if r else "int8 only"): {
+            n: {**int8[n], "prune_ratio": r} if n in convs and r else int8[n] for n in layers
         }
         for r in ratios
     }
@@ -242,7 +242,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10, help="search trials per seed")
     parser.add_argument("--epochs", type=float, default=0.3, help="kd recovery epochs of every model")
     parser.add_argument(
-        "--ratios", type=float, nargs="+", default=[0.25, 0.5], help="uniform L1 ratios tried"
+        "--ratios",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.125, 0.25],
+        help="uniform L1 ratios tried (0: int8 only)",
     )
     parser.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds")
     parser.add_argument(
@@ -251,7 +255,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="write the section into this markdown file")
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.trials, args.rounds, args.ratios = [0], 5, 5, [0.25]
+        args.seeds, args.trials, args.rounds, args.ratios = [0], 5, 5, [0.0, 0.25]
     start = time.perf_counter()
     runs = {}
     for seed in args.seeds:
@@ -273,8 +277,9 @@ def main() -> None:
             f"({args.epochs:g} epoch), `torch-int8` static. Searched: {args.trials} trials of the "
             "`policies/mnist-depth-width.yaml` space (blocks to drop, inner widths, int8 or float; at most 1 "
             "point lost), the trial fastest at each batch size applied again. Plain: uniform L1 pruning of "
-            f"every convolution at {', '.join(f'{r:g}' for r in args.ratios)} + int8, and all but the first "
-            "residual block of each stage dropped, in fp32 and in int8. Speed-up = fp32 latency / latency, "
+            f"every convolution at {', '.join(f'{r:g}' for r in args.ratios)} + int8 (0: int8 only), and "
+            "all but the first residual block of each stage dropped, in fp32 and in int8. Speed-up = fp32 "
+            "latency / latency, "
             f"the saved artifacts timed side by side in one process (1 thread, {args.rounds} interleaved "
             "rounds, median)."
             + (
