@@ -167,3 +167,26 @@ def test_joint_search_over_4_8_float_bits_routes_each_trial(tmp_path: Path) -> N
     assert four_bit, "no sampled plan used 4 bits"
     for trial in four_bit:
         assert trial["metrics"]["theoretical_bytes"] < trial["metrics"]["size_bytes"]
+
+
+INC_THEN_TRANSFORMERS = """
+from orchestrator import CompressionPlan
+from orchestrator.testing import TinyDigits, TinyDigitsOptions
+from orchestrator_builtins.inc import IncQuantizer
+
+task = TinyDigits(options=TinyDigitsOptions(model="mlp"))
+plan = CompressionPlan.from_mapping({"layers": {"fc1": {"bits": 4}}})
+IncQuantizer().quantize(task.build_model(), plan, task)
+import transformers  # a Hugging Face model is loaded after INC was first used
+print(type(IncQuantizer().quantize(task.build_model(), plan, task).fc1).__name__)
+"""
+
+
+def test_inc_still_quantizes_after_transformers_is_imported_later() -> None:
+    import subprocess
+    import sys
+
+    pytest.importorskip("transformers")
+    done = subprocess.run([sys.executable, "-c", INC_THEN_TRANSFORMERS], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "PackedLinear"

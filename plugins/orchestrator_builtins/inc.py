@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -63,11 +64,31 @@ class IncOptions(ComponentOptions):
         return value
 
 
+def _share_transformers() -> None:
+    """Give INC's modules ``transformers`` if it was imported after them.
+
+    INC's weight-only modules import ``transformers`` at their own import only if it is already loaded,
+    yet use it whenever it is loaded by the time they run: in a process that quantized with INC before
+    loading a Hugging Face model, the next quantization fails with ``NameError: transformers``.
+    """
+    transformers = sys.modules.get("transformers")
+    if transformers is None:
+        return
+    for name, module in list(sys.modules.items()):
+        if (
+            module is not None
+            and name.startswith("neural_compressor.")
+            and "is_transformers_imported" in vars(module)
+        ):
+            vars(module).setdefault("transformers", transformers)
+
+
 @contextlib.contextmanager
 def _workspace() -> Iterator[None]:
     """Run INC in a throwaway working directory, with its INFO logging turned down."""
     import neural_compressor.torch.quantization  # noqa: F401 - its import sets the logger's level
 
+    _share_transformers()
     logger = logging.getLogger("neural_compressor")
     level = logger.level
     logger.setLevel(logging.ERROR)
