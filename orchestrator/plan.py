@@ -23,8 +23,11 @@ VALID_BITS = frozenset({2, 3, 4, 5, 6, 7, 8, 16, FLOAT_BITS})
 class LayerDecision(StrictBase):
     """What happens to one layer: the fraction of output channels removed, its bit-width, or removal."""
 
+    #: fraction of the layer's output channels removed (0 keeps them all)
     prune_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: weight bits (2, 3, 4, 8; 32 or none = float)
     bits: int | None = None
+    #: remove the whole block (``depth`` pruner; droppable blocks only)
     drop: bool = False
     #: the quantizer of the pipeline that takes this layer; by default the first that handles its bits
     quantizer: str | None = None
@@ -59,6 +62,7 @@ class CompressionPlan(StrictBase):
     Layers the plan does not name are left unchanged.
     """
 
+    #: decision per qualified module name
     layers: dict[str, LayerDecision] = Field(default_factory=dict)
 
     def decision(self, name: str) -> LayerDecision:

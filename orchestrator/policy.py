@@ -61,7 +61,9 @@ class ComponentSpec(StrictModel):
     ``pruner: torch-pruning`` is shorthand for ``pruner: {name: torch-pruning}``.
     """
 
+    #: registered name of the component (``orchestrate plugins`` lists them)
     name: str = Field(min_length=1)
+    #: the component's options, validated by its ``Options`` (see Component options)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -73,11 +75,13 @@ class ComponentSpec(StrictModel):
 class PipelineSpec(StrictModel):
     """Which component does each step. A missing step is skipped."""
 
+    #: layer/channel importance used by score-aware pruners and by ``search.priors``
     scorer: ComponentSpec | None = None
     pruner: ComponentSpec | list[ComponentSpec] | None = Field(
         default=None,
         description="One pruner, or several applied in order (e.g. depth, then torch-pruning).",
     )
+    #: recovery after pruning (``kd``, ``feature-kd``, ``none``); skipped when a plan prunes nothing
     distiller: ComponentSpec | None = None
     quantizer: ComponentSpec | list[ComponentSpec] | None = Field(
         default=None,
@@ -101,11 +105,17 @@ class PipelineSpec(StrictModel):
 class MeasureSpec(StrictModel):
     """How latency is measured: batch sizes, a fixed thread count, interleaved rounds."""
 
+    #: batch sizes latency is measured at (``latency_ms_b1``, ``latency_ms_b64``, ...)
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 64], min_length=1)
+    #: torch threads while timing; 1 gives the most stable numbers on a shared machine
     threads: int = Field(default=1, ge=1)
+    #: interleaved rounds (baseline, compressed, baseline, ...); the median is reported
     rounds: int = Field(default=7, ge=3)
+    #: untimed calls before the first round
     warmup: int = Field(default=3, ge=0)
+    #: each round repeats the call until it lasts at least this long
     min_round_ms: float = Field(default=20.0, gt=0)
+    #: measure latency at all (off: faster trials, no latency metrics)
     latency: bool = True
 
 
@@ -124,9 +134,12 @@ class SearchRule(StrictModel):
         default_factory=list, description="Module class names (e.g. Conv2d, Linear); empty = any."
     )
     exclude: list[str] = Field(default_factory=list, description="Globs of names to leave out.")
+    #: fraction of output channels removed: a value (fixed) or ``[low, high]`` (searched)
     prune_ratio: float | tuple[float, float] = 0.0
     step: float | None = Field(default=None, gt=0, description="Grid step of searched ratios.")
+    #: weight bits: a value (fixed) or a list of choices (searched); 32 = float
     bits: int | list[int] | None = None
+    #: whether blocks are dropped: ``true`` (fixed) or ``[false, true]`` (searched); droppable blocks only
     drop: bool | list[bool] = False
     share: bool = Field(default=False, description="One variable for all the layers this rule selects.")
 
@@ -171,7 +184,10 @@ class SearchRule(StrictModel):
 class Objective(StrictModel):
     """A metric to optimize; any metric a trial reports (accuracy, macs, size_bytes, latency_ms_b64...)."""
 
+    #: a metric every trial reports: the task's (``accuracy``), ``macs``, ``params``, ``size_bytes``,
+    #: ``latency_ms_b64``, or a ``*_ratio`` of them
     metric: str
+    #: whether larger or smaller values are better
     direction: Literal["maximize", "minimize"]
 
 
@@ -181,8 +197,11 @@ class Constraints(StrictModel):
     max_accuracy_drop: float | None = Field(
         default=None, ge=0, description="Largest allowed loss of the task's metric, in its units."
     )
+    #: largest artifact, in bytes (before training: parameters x bits / 8)
     max_size_bytes: int | None = Field(default=None, gt=0)
+    #: largest MACs / baseline MACs; checked before any training
     max_macs_ratio: float | None = Field(default=None, gt=0)
+    #: largest parameter count / baseline's; checked before any training
     max_params_ratio: float | None = Field(default=None, gt=0)
     max_latency_ratio: float | None = Field(
         default=None, gt=0, description="Slowest batch size's latency / baseline latency."
@@ -192,6 +211,7 @@ class Constraints(StrictModel):
 class GateSpec(StrictModel):
     """Early gate: stop a trial partway through recovery when it cannot meet max_accuracy_drop."""
 
+    #: stop hopeless trials at recovery checkpoints (needs ``max_accuracy_drop``)
     enabled: bool = True
     #: extra loss tolerated at a checkpoint, since recovery is not finished
     margin: float = Field(default=5.0, ge=0)
@@ -213,8 +233,10 @@ class PriorsSpec(StrictModel):
 
 
 class TrackingSpec(StrictModel):
+    #: record the search in MLflow: a parent run, a child run per trial
     enabled: bool = True
     uri: str | None = Field(default=None, description="MLflow tracking URI; default sqlite in runs dir.")
+    #: MLflow experiment name
     experiment: str = "orchestrator"
 
 
@@ -229,7 +251,9 @@ class FinalizeSpec(StrictModel):
 class SearchSpec(StrictModel):
     """The search: space rules, objectives, constraints, sampler, budget, storage and tracking."""
 
+    #: rules that give layers their searched variables; a layer takes the first rule that selects it
     space: list[SearchRule] = Field(min_length=1)
+    #: metrics to optimize together; their Pareto front is the search's answer
     objectives: list[Objective] = Field(
         default_factory=lambda: [
             Objective(metric="accuracy", direction="maximize"),
@@ -237,17 +261,26 @@ class SearchSpec(StrictModel):
         ],
         min_length=1,
     )
+    #: limits a feasible plan meets; infeasible plans are recorded, not Pareto candidates
     constraints: Constraints = Field(default_factory=Constraints)
+    #: Optuna sampler by registered name (``tpe``, ``nsga2``, ``random``, ...)
     sampler: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="tpe"))
     reference_plans: bool = Field(
         default=True, description="Start with uniform, all-int8 and unchanged plans."
     )
+    #: early stop of trials that cannot meet ``max_accuracy_drop``
     gate: GateSpec = Field(default_factory=GateSpec)
+    #: score-shaped search: narrow ratio ranges by layer importance, warm-start plans
     priors: PriorsSpec | None = None
     budget: str | int | None = Field(default=None, description="Trials (20) or wall time (90s, 30m, 2h).")
+    #: study name (default: the policy file's name); the same name resumes the study
     study: str | None = None
+    #: Optuna storage URL (default ``sqlite:///<runs dir>/optuna.db``; ``postgresql://...`` to share it
+    #: among workers)
     storage: str | None = None
+    #: MLflow tracking
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    #: the long recovery ``orchestrate finalize`` gives the Pareto plans
     finalize: FinalizeSpec | None = None
 
     @field_validator("budget")
@@ -267,11 +300,17 @@ class Policy(StrictModel):
     schema_version: Literal[1] = Field(
         description="Version of this schema; policies written for another version are refused."
     )
+    #: what to compress: a registered task (``digits-cnn``, ``mnist-resnet``, ``minilm``) or your own
     task: ComponentSpec
+    #: which component does each step
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
+    #: a fixed plan to ``apply`` (or ``export``)
     plan: CompressionPlan | None = None
+    #: a search to run with ``orchestrate search``
     search: SearchSpec | None = None
+    #: how latency is measured
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
+    #: seed of recovery training and of the search's sampler (``orchestrate search --seed`` overrides it)
     seed: int = 0
 
     _path: Path | None = PrivateAttr(default=None)

@@ -31,9 +31,13 @@ class TinyDigitsOptions(ComponentOptions):
     #: training images (the rest of the 1,797 are held out; evaluation uses ``eval_size`` of them)
     train_size: int = Field(default=512, ge=16, le=1_400)
     eval_size: int = Field(default=256, ge=16, le=397)
+    #: training epochs of the baseline
     epochs: int = Field(default=4, ge=1)
+    #: batch size of training and recovery
     batch_size: int = Field(default=64, ge=1)
+    #: learning rate of the baseline's training
     lr: float = Field(default=0.01, gt=0)
+    #: seed of the data order and the baseline's training
     seed: int = 0
 
 

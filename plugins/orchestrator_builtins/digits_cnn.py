@@ -30,9 +30,13 @@ if TYPE_CHECKING:
 class DigitsOptions(TaskOptions):
     #: channels of the three conv layers and the hidden linear layer
     widths: tuple[int, int, int, int] = (32, 64, 128, 128)
+    #: training epochs of the baseline
     epochs: int = Field(default=30, ge=1)
+    #: batch size of training and recovery
     batch_size: int = Field(default=64, ge=1)
+    #: learning rate of the baseline's training
     lr: float = Field(default=2e-3, gt=0)
+    #: seed of the data split, data order and the baseline's training
     seed: int = 0
     #: share of the 1,797 images held out for evaluation
     test_fraction: float = Field(default=0.25, gt=0, lt=1)

@@ -45,6 +45,7 @@ WEIGHT_ONLY_BITS = frozenset({2, 3, 4, 8})
 
 
 class IncOptions(ComponentOptions):
+    #: weight-only: bit-packed weights at 2-8 bits; static/dynamic: int8 through INC's export path
     mode: Literal["weight-only", "static", "dynamic"] = "weight-only"
     #: weight-only algorithm: round-to-nearest, or GPTQ (error-compensating, needs calibration data)
     algorithm: Literal["rtn", "gptq"] = "rtn"
@@ -52,6 +53,7 @@ class IncOptions(ComponentOptions):
     group_size: int = Field(default=32, ge=-1)
     #: symmetric (signed codes) or asymmetric (unsigned codes with a zero point)
     scheme: Literal["sym", "asym"] = "sym"
+    #: training batches run through the model for calibration (static, GPTQ)
     calibration_batches: int = Field(default=4, ge=1)
     #: largest mean relative error of the dynamic int8 output against the float model
     dynamic_tolerance: float = Field(default=0.2, gt=0)

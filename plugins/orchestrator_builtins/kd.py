@@ -15,6 +15,7 @@ from orchestrator_builtins.recovery import RecoveryOptions, train
 
 
 class KDOptions(RecoveryOptions):
+    #: softmax temperature of the distillation term
     temperature: float = Field(default=4.0, gt=0)
     #: weight of the distillation term; 1 - alpha weighs the task loss
     alpha: float = Field(default=0.7, ge=0, le=1)

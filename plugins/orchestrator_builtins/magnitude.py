@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 
 class MagnitudeOptions(ComponentOptions):
+    #: norm of the weights (L1 or L2)
     p: Literal[1, 2] = 1
     #: divide each channel's norm by (weights per channel)^(1/p), so layers of different fan-in compare
     normalize: bool = True

@@ -213,9 +213,13 @@ class MnistResNetOptions(TaskOptions):
     train_size: int = Field(default=20_000, ge=1, le=50_000)
     #: evaluation images, drawn from the 10,000 of the test split (the same ones for every seed)
     eval_size: int = Field(default=2_000, ge=1, le=10_000)
+    #: training epochs of the baseline
     epochs: int = Field(default=3, ge=1)
+    #: batch size of training and recovery
     batch_size: int = Field(default=128, ge=1)
+    #: learning rate of the baseline's training
     lr: float = Field(default=0.02, gt=0)
+    #: seed of the data subset, data order and the baseline's training
     seed: int = 0
 
 

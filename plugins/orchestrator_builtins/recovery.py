@@ -33,8 +33,11 @@ class RecoveryOptions(ComponentOptions):
     max_steps: int | None = Field(default=None, ge=1)
     #: stop after this many seconds of training, whatever ``epochs`` says
     max_seconds: float | None = Field(default=None, gt=0)
+    #: peak learning rate (Adam)
     lr: float = Field(default=1e-3, gt=0)
+    #: Adam weight decay
     weight_decay: float = Field(default=0.0, ge=0)
+    #: learning-rate schedule over the step budget
     schedule: Literal["constant", "cosine", "linear"] = "cosine"
     #: how many times per run the search's monitor is asked whether to go on (for early gating)
     checkpoints: int = Field(default=2, ge=1)
@@ -44,6 +47,7 @@ class RecoveryOptions(ComponentOptions):
     patience: int = Field(default=2, ge=1)
     #: steps between validation evaluations (default: twice per epoch)
     eval_every: int | None = Field(default=None, ge=1)
+    #: seed of data order and of the validation split
     seed: int = 0
 
 

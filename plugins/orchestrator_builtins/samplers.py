@@ -13,6 +13,7 @@ from orchestrator import ComponentOptions, SamplerFactory, hookimpl
 class TPEOptions(ComponentOptions):
     #: random trials before TPE models the results (enqueued reference plans count)
     n_startup_trials: int = Field(default=6, ge=0)
+    #: model the variables jointly (Optuna's multivariate TPE)
     multivariate: bool = True
     #: treat running trials of other workers as bad, so parallel workers spread out
     constant_liar: bool = True
@@ -39,8 +40,11 @@ class TPE(SamplerFactory[TPEOptions]):
 
 
 class NSGA2Options(ComponentOptions):
+    #: plans per generation
     population_size: int = Field(default=8, ge=2)
+    #: probability of mutating each variable (default: 1 / number of variables)
     mutation_prob: float | None = Field(default=None, ge=0, le=1)
+    #: probability that a child plan mixes two parents
     crossover_prob: float = Field(default=0.9, ge=0, le=1)
 
 
@@ -78,6 +82,7 @@ class Random(SamplerFactory[RandomOptions]):
 
 
 class GPOptions(ComponentOptions):
+    #: random trials before the model-based sampler takes over
     n_startup_trials: int = Field(default=6, ge=0)
 
 

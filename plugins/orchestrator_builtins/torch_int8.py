@@ -24,7 +24,9 @@ class TorchInt8Options(ComponentOptions):
     #: activations quantized on the fly (Linear layers, transformers); ``auto``: static when a
     #: quantized layer is a convolution, else dynamic
     mode: Literal["auto", "static", "dynamic"] = "auto"
+    #: torch.ao quantized engine
     backend: Literal["x86", "fbgemm", "qnnpack"] = "x86"
+    #: training batches run through the model to calibrate activations
     calibration_batches: int = Field(default=8, ge=1)
     #: dynamic mode: one weight scale per output channel (True) or per tensor (False)
     per_channel: bool = True

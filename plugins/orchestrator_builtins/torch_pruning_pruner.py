@@ -52,6 +52,7 @@ class SlimmingOptions(ComponentOptions):
     l1: float = Field(default=1e-4, gt=0)
     #: peak learning rate
     lr: float = Field(default=0.01, gt=0)
+    #: seed of the regularised fine-tuning's data order
     seed: int = 0
 
 
@@ -59,6 +60,7 @@ class TorchPruningOptions(ComponentOptions):
     #: channel importance: weight magnitude, first-order Taylor, BatchNorm scale, LAMP, or the
     #: per-channel scores of the pipeline's scorer
     importance: Literal["magnitude", "taylor", "bn-scale", "lamp", "scorer"] = "magnitude"
+    #: norm of the magnitude importance (L1 or L2)
     p: Literal[1, 2] = 2
     #: keep channel counts multiples of this (hardware-friendly shapes)
     round_to: int | None = Field(default=None, ge=1)
