@@ -249,8 +249,8 @@ def details(rows: dict[int, dict[str, Any]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--trials", type=int, default=16, help="search trials per seed")
-    parser.add_argument("--search-epochs", type=float, default=0.1, help="kd epochs per search trial")
+    parser.add_argument("--trials", type=int, default=40, help="search trials per seed")
+    parser.add_argument("--search-epochs", type=float, default=0.5, help="kd epochs per search trial")
     parser.add_argument("--epochs", type=float, default=1.0, help="recovery of every method's final model")
     parser.add_argument("--quick", action="store_true", help="small task, 8 trials, 1 seed (CI smoke test)")
     parser.add_argument("--write", type=Path, help="write the section into this markdown file")
