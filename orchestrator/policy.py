@@ -122,8 +122,10 @@ class MeasureSpec(StrictModel):
 class SearchRule(StrictModel):
     """Which layers a rule selects and the values the search may give them.
 
-    A layer takes its variables from the first rule that selects it. ``prune_ratio`` and ``bits`` given
-    as a single value are fixed; as ``[low, high]`` / ``[choices]`` they are searched.
+    Each variable of a layer (``prune_ratio``, ``bits``) comes from the first rule that selects the layer
+    and gives that variable, so one rule can search ratios and a later one bits for the same layers; a
+    rule that gives neither keeps the layers it selects unchanged. ``prune_ratio`` and ``bits`` given as
+    a single value are fixed; as ``[low, high]`` / ``[choices]`` they are searched.
     """
 
     name: str | None = Field(default=None, description="Label used in errors and shared variable names.")
@@ -251,7 +253,8 @@ class FinalizeSpec(StrictModel):
 class SearchSpec(StrictModel):
     """The search: space rules, objectives, constraints, sampler, budget, storage and tracking."""
 
-    #: rules that give layers their searched variables; a layer takes the first rule that selects it
+    #: rules that give layers their searched variables; each variable of a layer comes from the first
+    #: rule that selects the layer and gives it
     space: list[SearchRule] = Field(min_length=1)
     #: metrics to optimize together; their Pareto front is the search's answer
     objectives: list[Objective] = Field(

@@ -33,6 +33,12 @@ class LayerSpace:
     step: float | None
     bits: tuple[int, ...]
     drop: tuple[bool, ...]
+    #: name the bits are sampled under, when a later rule than the ratio's gave them (default ``key``)
+    bits_key: str | None = None
+
+    @property
+    def bits_name(self) -> str:
+        return f"{self.bits_key or self.key}.bits"
 
     @property
     def ratio_searched(self) -> bool:
@@ -104,6 +110,7 @@ class SearchSpace:
 
             blocks = {n: modules[n] for n in droppable_blocks(model, example_inputs)}
         taken: dict[str, LayerSpace] = {}
+        given: dict[str, set[str]] = {}  # the variables a rule gave each layer
         for index, rule in enumerate(policy.search.space):
             label = rule.name or f"rule{index}"
             droppable = rule.drop is True or (isinstance(rule.drop, list) and True in rule.drop)
@@ -118,17 +125,35 @@ class SearchSpace:
                 )
             bits = tuple(rule.bits) if isinstance(rule.bits, list) else (rule.bits or FLOAT_BITS,)
             drop = tuple(rule.drop) if isinstance(rule.drop, list) else (rule.drop,)
+            # a rule that names neither variable keeps its layers as they are (both fixed)
+            gives = {"prune_ratio", "bits"} & rule.model_fields_set or {"prune_ratio", "bits"}
             for name in selected:
-                if name in taken:
+                key = label if rule.share else name
+                space = taken.get(name)
+                if space is None:
+                    taken[name] = LayerSpace(
+                        layer=name,
+                        key=key,
+                        prune_ratio=rule.prune_ratio,
+                        step=rule.step,
+                        bits=bits,
+                        drop=drop,
+                    )
+                    given[name] = set(gives)
                     continue
-                taken[name] = LayerSpace(
-                    layer=name,
-                    key=label if rule.share else name,
-                    prune_ratio=rule.prune_ratio,
-                    step=rule.step,
-                    bits=bits,
-                    drop=drop,
-                )
+                # a later rule gives the variables the earlier ones left alone
+                if "bits" in gives - given[name]:
+                    space = dataclasses.replace(space, bits=bits, bits_key=key)
+                if "prune_ratio" in gives - given[name]:
+                    space = dataclasses.replace(
+                        space,
+                        prune_ratio=rule.prune_ratio,
+                        step=rule.step,
+                        key=key,
+                        bits_key=space.bits_key or space.key,
+                    )
+                taken[name] = space
+                given[name] |= gives
         return cls(taken.values())
 
     # -- shaping by scores ----------------------------------------------------------------------------
@@ -192,7 +217,7 @@ class SearchSpace:
                 )
             bits = space.bits[0]
             if len(space.bits) > 1:
-                bits = int(trial.suggest_categorical(f"{space.key}.bits", list(space.bits)))
+                bits = int(trial.suggest_categorical(space.bits_name, list(space.bits)))
             decision = LayerDecision(prune_ratio=ratio, bits=None if bits == FLOAT_BITS else bits)
             if not decision.is_noop:
                 decisions[space.layer] = decision
@@ -209,7 +234,7 @@ class SearchSpace:
             if space.ratio_searched:
                 params[f"{space.key}.prune_ratio"] = space.ratio_at(level)
             if len(space.bits) > 1:
-                params[f"{space.key}.bits"] = bits if bits in space.bits else max(space.bits)
+                params[space.bits_name] = bits if bits in space.bits else max(space.bits)
         return params
 
     def reference_params(self) -> list[dict[str, Any]]:

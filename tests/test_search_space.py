@@ -159,3 +159,55 @@ def test_ordered_drops_offer_the_least_important_blocks_first() -> None:
     assert set(trial.params) == {"drop.count", "a.fc.bits"}  # nothing sampled inside b and c
     warm = space.warm_start_params(3)
     assert [p["drop.count"] for p in warm] == [0, 1, 2]
+
+
+def test_a_later_rule_gives_the_variables_an_earlier_one_left_alone() -> None:
+    """Ratios from one rule, shared bits from the next: the layers of both get both variables."""
+    text = """\
+schema_version: 1
+task: digits-cnn
+search:
+  space:
+    - name: inner
+      layers: [conv2, conv3]
+      prune_ratio: [0.0, 0.5]
+    - name: int8
+      types: [Conv2d, Linear]
+      bits: [8, 32]
+      share: true
+    - name: kept
+      layers: [conv1]
+      prune_ratio: 0.3
+"""
+    space = SearchSpace.from_policy(parse_policy(text, path="p.yaml"), _Net(), EXAMPLE)
+    by_layer = {s.layer: s for s in space.layers}
+    assert by_layer["conv2"].ratio_searched
+    assert by_layer["conv2"].bits == (8, 32)
+    assert by_layer["conv1"].bits == (8, 32)
+    assert not by_layer["conv1"].ratio_searched
+    assert by_layer["conv1"].prune_ratio == 0.3  # the int8 rule gave conv1 no ratio: the next rule does
+    study = optuna.create_study()
+    plan = space.sample(study.ask({}))
+    names = set(study.trials[0].params)
+    assert names == {"conv2.prune_ratio", "conv3.prune_ratio", "int8.bits"}
+    bits = {plan.decision(n).bits for n in ("conv1", "conv2", "conv3", "block.fc")}
+    assert len(bits) == 1  # one shared choice for every layer
+
+
+def test_a_rule_that_gives_no_variable_keeps_its_layers_unchanged() -> None:
+    text = """\
+schema_version: 1
+task: digits-cnn
+search:
+  space:
+    - name: keep
+      layers: [conv1]
+    - name: convs
+      types: [Conv2d]
+      prune_ratio: [0.0, 0.5]
+      bits: [8, 32]
+"""
+    space = SearchSpace.from_policy(parse_policy(text, path="p.yaml"), _Net(), EXAMPLE)
+    conv1 = next(s for s in space.layers if s.layer == "conv1")
+    assert not conv1.ratio_searched
+    assert conv1.bits == (32,)
