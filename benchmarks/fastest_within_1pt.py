@@ -239,7 +239,7 @@ def _mean_speedups(runs: dict[int, dict[str, Any]], batch: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--trials", type=int, default=10, help="search trials per seed")
+    parser.add_argument("--trials", type=int, default=16, help="search trials per seed")
     parser.add_argument("--epochs", type=float, default=0.3, help="kd recovery epochs of every model")
     parser.add_argument(
         "--ratios",
