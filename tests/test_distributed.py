@@ -78,7 +78,20 @@ def _worker(policy: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
     command = [sys.executable, "-m", "orchestrator", "search", str(policy), "--no-progress", *args]
     log = open(policy.parent / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen(command, cwd=policy.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        command,
+        cwd=policy.parent,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_as_in_a_terminal,
+    )
+
+
+def _as_in_a_terminal() -> None:
+    """Ctrl-C reaches the worker as it does in a terminal, also when pytest itself was started in the
+    background (a shell's background jobs inherit SIGINT ignored, and so would the workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _finish(workers: Sequence[subprocess.Popen[bytes]]) -> list[int]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import PlanError
+from orchestrator import PolicyError
 from orchestrator.pipeline import apply_policy
 from orchestrator.policy import load_policy
 
@@ -58,8 +58,11 @@ def test_a_plan_naming_a_quantizer_the_pipeline_lacks_is_refused(registry: Any, 
     text = (POLICIES / "minilm-int8.yaml").read_text().replace("quantizer: inc}", "quantizer: fake-quant}")
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(PlanError, match=r"asks for quantizer 'fake-quant'.*it has: torch-int8, inc"):
-        apply_policy(load_policy(path), registry, tmp_path / "out")
+    with pytest.raises(
+        PolicyError, match=r"asks for quantizer 'fake-quant'.*its quantizers: torch-int8, inc"
+    ) as error:
+        apply_policy(load_policy(path), registry, tmp_path / "out")  # refused before any work
+    assert error.value.field == "plan.layers.bert.encoder.layer.0.output.dense.quantizer"
 
 
 def test_gptq_runs_on_the_transformer_stack_and_beats_round_to_nearest(registry: Any, tmp_path: Path) -> None:
