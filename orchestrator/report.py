@@ -203,7 +203,7 @@ def _pareto_trials(summary: Mapping[str, Any], objectives: Sequence[_Objective])
 
 def _kind(trial: Mapping[str, Any], pareto: set[Any]) -> Kind | None:
     state = trial.get("state")
-    if state in ("failed", "lost", "running"):
+    if state in ("failed", "lost", "running", "waiting"):
         return None
     if trial.get("pareto") or trial.get("number") in pareto:
         return "pareto"
@@ -289,7 +289,8 @@ def _plotly_trace(go: Any, kind: Kind, group: Sequence[_Point], *, connect: bool
 def _title(summary: Mapping[str, Any], points: Sequence[_Point]) -> str:
     objectives = _objectives(summary)
     pareto = sum(p.kind == "pareto" for p in points)
-    title = f"{summary.get('study', 'study')}: {pareto} Pareto-optimal of {len(_trials(summary))} trials"
+    started = [t for t in _trials(summary) if t.get("state") != "waiting"]
+    title = f"{summary.get('study', 'study')}: {pareto} Pareto-optimal of {len(started)} trials"
     if len(objectives) > 2:
         title += f" (first two of {len(objectives)} objectives)"
     return title

@@ -548,7 +548,10 @@ class Search:
 
     def _sample(self, trial: optuna.Trial) -> CompressionPlan:
         assert self.space is not None
-        plan = self.space.sample(trial)
+        with warnings.catch_warnings():
+            # reference plans keep the unshaped ranges on purpose (see _shape): Optuna warns of them
+            warnings.filterwarnings("ignore", message="Fixed parameter .* out of range", category=UserWarning)
+            plan = self.space.sample(trial)
         trial.set_user_attr("plan", plan.to_dict())
         return plan
 

@@ -36,8 +36,10 @@ def is_lost(trial: optuna.trial.FrozenTrial) -> bool:
 def _state(trial: optuna.trial.FrozenTrial) -> str:
     from optuna.trial import TrialState
 
-    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+    if trial.state == TrialState.RUNNING:
         return "running"
+    if trial.state == TrialState.WAITING:
+        return "waiting"  # an enqueued plan no worker has started (the budget ran out first)
     if is_lost(trial):
         return "lost"
     ours = trial.user_attrs.get(STATE_ATTR)
@@ -95,6 +97,7 @@ def build_summary(study: optuna.Study, out_dir: Path) -> dict[str, Any]:
     counts = {s: sum(r["state"] == s for r in rows) for s in OUTCOMES}
     counts["finished"] = sum(counts.values())
     counts["running"] = sum(r["state"] == "running" for r in rows)
+    counts["waiting"] = sum(r["state"] == "waiting" for r in rows)
     counts["lost"] = sum(r["state"] == "lost" for r in rows)
     return {
         "study": study.study_name,
