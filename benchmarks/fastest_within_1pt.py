@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _docs import measured, write_row, write_section  # benchmarks/ is on sys.path when a script runs
+from _common import MNIST_QUICK, run_search  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_row, write_section
 
 from orchestrator import CompressionPlan, load_registry, parse_policy
 from orchestrator.artifact import load_artifact
@@ -38,22 +39,11 @@ from orchestrator.layers import compressible_layers, droppable_blocks
 from orchestrator.measure import Latency, compare_latency, load_average
 from orchestrator.pipeline import Baseline, Pipeline
 from orchestrator.policy import MeasureSpec
-from orchestrator.search import Search, SearchSettings
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "mnist-depth-width.yaml"
 SECTION = "## B2: fastest plan within 1 point of fp32, searched vs plain combinations (mnist-resnet)"
 BATCHES = (1, 64)
 DROP = 1.0
-#: the small task of --quick (the tests' configuration): trains in seconds
-QUICK = {
-    "train_size": 3000,
-    "eval_size": 500,
-    "epochs": 1,
-    "widths": [8, 16, 32],
-    "blocks": 2,
-    "batch_size": 64,
-    "lr": 0.05,
-}
 
 
 @dataclass
@@ -76,23 +66,6 @@ def _policy(seed: int, options: dict[str, Any], epochs: float, rounds: int, prio
     data["pipeline"]["distiller"]["options"]["epochs"] = epochs
     data["measure"]["rounds"] = rounds
     return parse_policy(yaml.safe_dump(data), path=POLICY)
-
-
-def _search(policy: Any, trials: int, seed: int) -> tuple[list[TrialFinished], float]:
-    events: list[TrialFinished] = []
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = SearchSettings.resolve(
-            policy,
-            budget=str(trials),
-            study=f"b2-{seed}",
-            runs_dir=Path(tmp),
-            seed=seed,
-            track=False,
-            progress=False,
-        )
-        Search(policy, load_registry(), settings).run(stop=lambda event: events.append(event) or False)
-    return events, time.perf_counter() - start
 
 
 def _plain_plans(model: Any, example: tuple[Any, ...], ratios: list[float]) -> dict[str, CompressionPlan]:
@@ -124,8 +97,8 @@ def _apply(
 
 def one_seed(seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     registry = load_registry()
-    policy = _policy(seed, QUICK if args.quick else {}, args.epochs, 3, priors=not args.quick)
-    events, search_seconds = _search(policy, args.trials, seed)
+    policy = _policy(seed, MNIST_QUICK if args.quick else {}, args.epochs, 3, priors=not args.quick)
+    events, _, search_seconds = run_search(policy, args.trials, seed, f"b2-{seed}")
     pipeline = Pipeline.from_policy(policy, registry)
     pipeline.measure = MeasureSpec(latency=False)
     baseline = pipeline.baseline(workdir)

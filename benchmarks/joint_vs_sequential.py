@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _docs import measured, write_row, write_section  # benchmarks/ is on sys.path when a script runs
+from _common import run_search  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_row, write_section
 
 from orchestrator import CompressionPlan, load_registry, parse_policy
 from orchestrator.events import TrialFinished
 from orchestrator.pipeline import Pipeline
-from orchestrator.search import Search, SearchSettings
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "quickstart.yaml"
 SECTION = "## B3: joint search vs prune-then-quantize (digits-cnn)"
@@ -53,15 +53,9 @@ def _policy(bits: bool, epochs: float) -> Any:
 
 
 def _search(policy: Any, trials: int, seed: int, name: str) -> tuple[list[TrialFinished], dict[str, float]]:
-    events: list[TrialFinished] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = SearchSettings.resolve(
-            policy, budget=str(trials), study=name, runs_dir=Path(tmp), seed=seed, track=False, progress=False
-        )
-        search = Search(policy, load_registry(), settings)
-        search.run(stop=lambda event: events.append(event) or False)
-        assert search.baseline is not None
-        return events, dict(search.baseline.metrics)
+    events, search, _ = run_search(policy, trials, seed, name)
+    assert search.baseline is not None
+    return events, dict(search.baseline.metrics)
 
 
 def _points(events: list[TrialFinished], base: dict[str, float]) -> list[tuple[float, float]]:

@@ -29,28 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _docs import measured, write_row, write_section  # benchmarks/ is on sys.path when a script runs
+from _common import MNIST_QUICK, run_search  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_row, write_section
 from torch import nn
 
 from orchestrator import CompressionPlan, Task, load_registry, parse_policy
-from orchestrator.events import TrialFinished
 from orchestrator.layers import output_layers
 from orchestrator.measure import count_macs_params, threads
 from orchestrator.pipeline import Pipeline
-from orchestrator.search import Search, SearchSettings
 
 SECTION = "## B1: searched plan vs torch-pruning uniform and global pruning at 16x fewer MACs (mnist-resnet)"
 TARGET = 1 / 16
-#: the small task of --quick (the tests' configuration): trains in seconds
-QUICK = {
-    "train_size": 3000,
-    "eval_size": 500,
-    "epochs": 1,
-    "widths": [8, 16, 32],
-    "blocks": 2,
-    "batch_size": 64,
-    "lr": 0.05,
-}
 #: the recovery every method gets: plain fine-tuning (kd with alpha 0), Adam, cosine schedule
 RECOVERY = {"alpha": 0.0, "lr": 2e-3, "schedule": "cosine"}
 
@@ -136,19 +125,7 @@ def _search_policy(seed: int, options: dict[str, Any], epochs: float, blocks: in
 def searched(seed: int, options: dict[str, Any], trials: int, epochs: float, blocks: int) -> dict[str, Any]:
     """Run the search; return its most accurate feasible plan, its counts and how long it took."""
     policy = _search_policy(seed, options, epochs, blocks)
-    events: list[TrialFinished] = []
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = SearchSettings.resolve(
-            policy,
-            budget=str(trials),
-            study=f"b1-{seed}",
-            runs_dir=Path(tmp),
-            seed=seed,
-            track=False,
-            progress=False,
-        )
-        Search(policy, load_registry(), settings).run(stop=lambda event: events.append(event) or False)
+    events, _, seconds = run_search(policy, trials, seed, f"b1-{seed}")
     complete = [e for e in events if e.state == "complete"]
     if not complete:
         raise SystemExit(f"seed {seed}: no feasible plan in {trials} trials")
@@ -160,7 +137,7 @@ def searched(seed: int, options: dict[str, Any], trials: int, epochs: float, blo
         "trial_accuracy": best.metrics["accuracy"],
         "complete": len(complete),
         "infeasible": sum(e.state == "infeasible" for e in events),
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
     }
 
 
@@ -173,7 +150,7 @@ def _recover(student: nn.Module, teacher: nn.Module, task: Task[Any], epochs: fl
 
 def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     registry = load_registry()
-    options = QUICK if args.quick else {}
+    options = MNIST_QUICK if args.quick else {}
     task = registry.components.create("task", "mnist-resnet", {**options, "seed": seed})
     assert isinstance(task, Task)
     row: dict[str, Any] = {}
@@ -195,7 +172,6 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             models["searched"] = pipeline.prune(search["plan"], baseline)
         for label, model in models.items():
             row[f"{label} macs"] = count_macs_params(model, task.example_inputs())[0] / base_macs
-            row[f"{label} params"] = count_macs_params(model, task.example_inputs())[1]
             row[label] = _recover(model, teacher, task, args.epochs, seed)
             print(f"seed {seed} {label}: {row[label]:.2f} % at {row[f'{label} macs']:.4f}x MACs", flush=True)
     return row

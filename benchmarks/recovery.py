@@ -21,23 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _docs import measured, write_row, write_section  # benchmarks/ is on sys.path when a script runs
+from _common import MNIST_QUICK  # benchmarks/ is on sys.path when a script runs
+from _docs import measured, write_row, write_section
 
 from orchestrator import CompressionPlan, Task, load_registry
 from orchestrator.layers import compressible_layers
 from orchestrator.measure import count_macs_params, threads
 
 SECTION = "## B7: recovery methods at 16x fewer MACs (mnist-resnet)"
-#: the small task of --quick (the tests' configuration): trains in seconds
-QUICK = {
-    "train_size": 3000,
-    "eval_size": 500,
-    "epochs": 1,
-    "widths": [8, 16, 32],
-    "blocks": 2,
-    "batch_size": 64,
-    "lr": 0.05,
-}
 METHODS = {
     "fine-tune": ("kd", {"alpha": 0.0}),
     "kd": ("kd", {"alpha": 0.7, "temperature": 4.0}),
@@ -76,7 +67,7 @@ def run(seeds: list[int], epochs: float, quick: bool) -> dict[str, Any]:
     rows: dict[str, list[float]] = {name: [] for name in METHODS}
     baselines, ratios = [], []
     for seed in seeds:
-        options = {**(QUICK if quick else {}), "seed": seed}
+        options = {**(MNIST_QUICK if quick else {}), "seed": seed}
         task = registry.components.create("task", "mnist-resnet", options)
         assert isinstance(task, Task)
         with threads(2):

@@ -28,6 +28,14 @@ class _State:
     block: tuple[str, ...] = ()
 
 
+#: options shared by the commands that read a study
+StudyOption = Annotated[str, typer.Option(help="Study name.")]
+StorageOption = Annotated[
+    str | None, typer.Option(help="Optuna storage URL (default: sqlite in the runs directory).")
+]
+RunsDirOption = Annotated[Path, typer.Option(help="Where studies, summaries and plans go.")]
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn library errors into a one-line message and the error's exit code (2 for bad input)."""
@@ -148,12 +156,8 @@ def search(
         typer.Option(help="Trials for the whole study (50) or wall time for this run (90s, 30m, 2h)."),
     ] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default: the policy file's name).")] = None,
-    storage: Annotated[
-        str | None, typer.Option(help="Optuna storage URL (default: sqlite in the runs directory).")
-    ] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where studies, summaries and plans go.")] = Path(
-        "orchestrate-runs"
-    ),
+    storage: StorageOption = None,
+    runs_dir: RunsDirOption = Path("orchestrate-runs"),
     seed: Annotated[int | None, typer.Option(help="Sampler seed (default: the policy's seed).")] = None,
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI (default: sqlite in the runs directory).")
@@ -237,13 +241,9 @@ def _load_study(study: str, storage: str | None, runs_dir: Path) -> Any:
 
 @app.command()
 def report(
-    study: Annotated[str, typer.Option(help="Study name.")],
-    storage: Annotated[
-        str | None, typer.Option(help="Optuna storage URL (default: sqlite in the runs directory).")
-    ] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where studies, summaries and plans go.")] = Path(
-        "orchestrate-runs"
-    ),
+    study: StudyOption,
+    storage: StorageOption = None,
+    runs_dir: RunsDirOption = Path("orchestrate-runs"),
 ) -> None:
     """Redraw summary.json, Pareto plans and plots of a study from its storage."""
     from orchestrator.summary import write_outputs
@@ -257,13 +257,9 @@ def report(
 
 @app.command()
 def finalize(
-    study: Annotated[str, typer.Option(help="Study name.")],
-    storage: Annotated[
-        str | None, typer.Option(help="Optuna storage URL (default: sqlite in the runs directory).")
-    ] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where studies, summaries and plans go.")] = Path(
-        "orchestrate-runs"
-    ),
+    study: StudyOption,
+    storage: StorageOption = None,
+    runs_dir: RunsDirOption = Path("orchestrate-runs"),
 ) -> None:
     """Re-train the study's Pareto plans with search.finalize's long recovery budget and record them."""
     from orchestrator.finalize import finalize_study

@@ -144,3 +144,23 @@ def test_importing_the_report_module_loads_no_plotting_library() -> None:
         "assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_enqueued_plans_no_worker_started_are_waiting_and_not_counted(tmp_path: Path) -> None:
+    import optuna
+
+    from orchestrator.summary import build_summary
+
+    study = optuna.create_study(directions=["maximize"])
+    study.set_user_attr("objectives", [{"metric": "accuracy", "direction": "maximize"}])
+    for x in (1, 2, 3):
+        study.enqueue_trial({"x": x})
+    trial = study.ask()
+    trial.suggest_int("x", 0, 3)
+    trial.set_user_attr("metrics", {"accuracy": 90.0})
+    trial.set_user_attr("state", "complete")
+    study.tell(trial, [90.0])
+    summary = build_summary(study, tmp_path)
+    assert summary["counts"]["waiting"] == 2
+    assert summary["counts"]["running"] == 0
+    assert "1 Pareto-optimal of 1 trials" in str(pareto_table(summary).title)
