@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy.exc
 
 from orchestrator.storage import budget_lock
 from orchestrator.summary import is_lost
@@ -140,11 +141,30 @@ def _signal_mid_trial(
         done = sum(t.state.is_finished() for t in trials)
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
         mine = [t for t in running if t.user_attrs.get("worker") == f"{HOST}:{worker.pid}"]
-        if done >= after and mine:
+        if done >= after and mine and _still_running_once_paused(worker, storage, study, mine[0].number):
             worker.send_signal(sig)
+            worker.send_signal(signal.SIGCONT)  # a paused worker takes Ctrl-C once it runs again
             return mine[0].number
         time.sleep(0.3)
     raise AssertionError("the worker never ran a trial")
+
+
+def _still_running_once_paused(
+    worker: subprocess.Popen[bytes], storage: str, study: str, number: int
+) -> bool:
+    """Pause ``worker`` and look at trial ``number`` again: still running, the signal will land inside it
+    (a trial of a second can end between the first look and the signal). Resumes the worker if not."""
+    worker.send_signal(signal.SIGSTOP)
+    time.sleep(0.2)  # a commit the worker sent just before it stopped reaches the database
+    try:
+        running = any(
+            t.number == number and t.state == optuna.trial.TrialState.RUNNING for t in _trials(storage, study)
+        )
+    except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError):
+        running = False  # sqlite, locked by a worker paused in the middle of a write: look again later
+    if not running:
+        worker.send_signal(signal.SIGCONT)
+    return running
 
 
 def _check_budget(trials: list[optuna.trial.FrozenTrial], budget: int) -> dict[int, Any]:
