@@ -267,7 +267,9 @@ class MlflowTracker:
         summary = dict(event.summary)
         self.client.log_text(parent, json.dumps(summary, indent=2, default=str), "summary.json")
         _log_batch(self.client, parent, metrics=_counts(summary))
-        self.client.set_terminated(parent, "FINISHED")
+        if not any(row.get("state") == "running" for row in summary.get("trials", ())):
+            # other workers still running trials finish it: the last one to stop marks it finished
+            self.client.set_terminated(parent, "FINISHED")
 
     def _log_trial(self, parent: str, *, event: TrialFinished) -> None:
         now = time.time()

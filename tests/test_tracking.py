@@ -209,6 +209,26 @@ def test_search_finished_logs_summary_and_counts(store: tuple[Path, str], tmp_pa
     assert written["plan_dir"] == str(tmp_path)
 
 
+def test_the_parent_stays_running_while_another_worker_runs_a_trial(
+    store: tuple[Path, str], tmp_path: Path
+) -> None:
+    _, uri = store
+    first, last = MlflowTracker(tracking_uri=uri), MlflowTracker(tracking_uri=uri)
+    for tracker in (first, last):
+        tracker.orchestrator_search_started(_started("shared", tmp_path))
+    done = {"number": 0, "state": "complete", "feasible": True, "pareto": True}
+    running = {"number": 1, "state": "running", "feasible": False, "pareto": False}
+    first.orchestrator_search_finished(SearchFinished("shared", {"trials": [done, running]}, tmp_path))
+    (parent,) = _parents(uri, "shared")
+    assert parent.info.status == "RUNNING"
+
+    done_too = {**running, "state": "complete", "feasible": True}
+    last.orchestrator_search_finished(SearchFinished("shared", {"trials": [done, done_too]}, tmp_path))
+    (parent,) = _parents(uri, "shared")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["n_complete"] == 2
+
+
 def test_workers_starting_together_share_one_parent(store: tuple[Path, str], tmp_path: Path) -> None:
     _, uri = store
     """Three workers start one study at the same instant; each may create a parent run at first."""
