@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from orchestrator._atomic import replacing
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -93,8 +95,8 @@ def write_pareto_html(summary: Mapping[str, Any], path: str | Path) -> Path:
     if not points:
         fig.add_annotation(text="no trial with metrics yet", showarrow=False, xref="paper", yref="paper")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+    with replacing(path) as tmp:
+        fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
     return path
 
 
@@ -131,8 +133,8 @@ def write_pareto_png(summary: Mapping[str, Any], path: str | Path, *, dpi: int =
     else:
         ax.text(0.5, 0.5, "no trial with metrics yet", ha="center", va="center", transform=ax.transAxes)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
     return path
 
 

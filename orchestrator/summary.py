@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator._atomic import write_text
 from orchestrator.plan import CompressionPlan
 from orchestrator.policy import parse_policy
 
@@ -124,8 +125,8 @@ def write_outputs(study: optuna.Study, out_dir: Path) -> dict[str, Any]:
         policy = parse_policy(policy_text)
         for row in summary["pareto"]:
             plan = CompressionPlan.from_mapping({"layers": row["layers"]})
-            Path(row["plan"]).write_text(policy.with_plan(plan).to_yaml(), encoding="utf-8")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+            write_text(Path(row["plan"]), policy.with_plan(plan).to_yaml())
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     if summary["objectives"]:
         write_pareto_html(summary, out_dir / "pareto.html")
         write_pareto_png(summary, out_dir / "pareto.png")

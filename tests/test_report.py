@@ -164,3 +164,23 @@ def test_enqueued_plans_no_worker_started_are_waiting_and_not_counted(tmp_path: 
     assert summary["counts"]["waiting"] == 2
     assert summary["counts"]["running"] == 0
     assert "1 Pareto-optimal of 1 trials" in str(pareto_table(summary).title)
+
+
+def test_a_plot_that_fails_midway_leaves_the_previous_one_whole(
+    summary: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers sharing a runs dir, or one stopped while it writes, never leave half a file behind."""
+    from matplotlib.figure import Figure
+
+    path = write_pareto_png(summary, tmp_path / "pareto.png")
+    before = path.read_bytes()
+
+    def torn(self: Figure, fname: Path, **kwargs: Any) -> None:
+        Path(fname).write_bytes(before[:100])
+        raise MemoryError
+
+    monkeypatch.setattr(Figure, "savefig", torn)
+    with pytest.raises(MemoryError):
+        write_pareto_png(summary, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["pareto.png"]
