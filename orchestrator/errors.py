@@ -6,6 +6,7 @@ command line returns for it: 2 for bad input (policy, plan, unknown names), 1 fo
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -84,19 +85,31 @@ class UnknownComponentError(PolicyError, LookupError):
         path: str | Path | None = None,
         line: int | None = None,
         field: str | None = None,
+        reason: str | None = None,
     ) -> None:
         self.kind = kind
         self.name = name
         self.known = sorted(known)
+        self.reason = reason
         listing = ", ".join(self.known) if self.known else "none"
-        self.detail = f"unknown {kind} '{printable(name)}'; known {kind}s: {listing}"
+        if reason is None:
+            close = difflib.get_close_matches(name, self.known, n=1)
+            guess = f" (did you mean '{close[0]}'?)" if close else ""
+            self.detail = f"unknown {kind} '{printable(name)}'{guess}; known {kind}s: {listing}"
+        else:
+            why = printable(reason)
+            self.detail = f"cannot load {kind} '{printable(name)}': {why}; known {kind}s: {listing}"
+        if kind == "task":
+            self.detail += " (or your own Task class by import path, module:Class)"
         super().__init__(self.detail, path=path, line=line, field=field)
 
     def with_location(
         self, *, path: str | Path | None, line: int | None, field: str | None
     ) -> UnknownComponentError:
         """The same error, naming where the policy names the component."""
-        return UnknownComponentError(self.kind, self.name, self.known, path=path, line=line, field=field)
+        return UnknownComponentError(
+            self.kind, self.name, self.known, path=path, line=line, field=field, reason=self.reason
+        )
 
 
 class DuplicateComponentError(OrchestratorError):

@@ -303,7 +303,8 @@ class Policy(StrictModel):
     schema_version: Literal[1] = Field(
         description="Version of this schema; policies written for another version are refused."
     )
-    #: what to compress: a registered task (``digits-cnn``, ``mnist-resnet``, ``minilm``) or your own
+    #: what to compress: a registered task (``digits-cnn``, ``mnist-resnet``, ``minilm``, a plugin's) or
+    #: your own Task class by import path, ``module:Class``, found in the working directory or installed
     task: ComponentSpec
     #: which component does each step
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec)

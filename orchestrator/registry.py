@@ -112,10 +112,34 @@ class ComponentRegistry:
         return [self._items[k][n] for k in kinds for n in sorted(self._items[k])]
 
     def info(self, kind: ComponentKind, name: str) -> ComponentInfo:
+        """The component registered as ``name``; a task may also be named by import path
+        (``module:Class``, see :mod:`orchestrator.task_path`)."""
+        found = self._items[kind].get(name)
+        if found is not None:
+            return found
+        if kind == "task" and ":" in name:
+            return self._import_task(name)
+        raise UnknownComponentError(kind, name, self._items[kind])
+
+    def _import_task(self, path: str) -> ComponentInfo:
+        from orchestrator.task_path import TaskPathError, import_task
+
         try:
-            return self._items[kind][name]
-        except KeyError:
-            raise UnknownComponentError(kind, name, self._items[kind]) from None
+            cls = import_task(path)
+        except TaskPathError as exc:
+            raise UnknownComponentError("task", path, self._items["task"], reason=str(exc)) from None
+        doc = (cls.__doc__ or "").strip().splitlines()
+        info = ComponentInfo(
+            kind="task",
+            name=path,
+            cls=cls,
+            plugin="<import path>",
+            distribution="<import path>",
+            version="",
+            summary=cls.summary or (doc[0] if doc else ""),
+        )
+        self._items["task"][path] = info
+        return info
 
     def get(self, kind: ComponentKind, name: str) -> type[Component[Any]]:
         """The class registered as ``name`` for ``kind``; lists the known names if there is none."""
