@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
@@ -22,7 +22,7 @@ from pydantic import (
 from orchestrator._strict import StrictBase, members
 from orchestrator.budget import parse_budget
 from orchestrator.errors import PolicyError, UnknownComponentError, printable
-from orchestrator.plan import VALID_BITS, CompressionPlan
+from orchestrator.plan import FLOAT_BITS, VALID_BITS, CompressionPlan
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -362,7 +362,51 @@ class Policy(StrictModel):
                 first, field_loc = _reported(exc, self._root, (*loc, "options"))
                 inner = field_loc[len(loc) + 1 : -1]
                 raise self.error(_message(first, _fields_at(cls.Options, inner)), field_loc) from None
+        self._check_steps(registry)
         self._check_plan_quantizers()
+
+    def _check_steps(self, registry: ComponentRegistry) -> None:
+        """Refuse a plan or search rule asking for a step the pipeline lacks, before any work: ratios
+        without a channel or weight pruner, drops without a pruner that drops layers, bits without a
+        quantizer; and two pruners that would each apply every ratio."""
+        steps = self.pipeline.steps()
+        pruners = {s.name: registry.get(k, s.name) for k, s, _ in steps if k == "pruner"}
+        by_ratio = [name for name, cls in pruners.items() if not getattr(cls, "handles_drop", False)]
+        if len(by_ratio) > 1:
+            raise self.error(
+                f"pruners {', '.join(by_ratio)} would each apply every prune_ratio; keep one of them "
+                "(a depth pruner may stand beside it)",
+                ("pipeline", "pruner"),
+            )
+        listing = f" (its pruners: {', '.join(pruners) or 'none'})"
+        missing = {
+            "prune_ratio": "" if by_ratio else f"channel or weight pruner{listing}",
+            "drop": "" if len(by_ratio) < len(pruners) else f"pruner that drops layers{listing}; add 'depth'",
+            "bits": "" if any(k == "quantizer" for k, _, _ in steps) else "pipeline.quantizer",
+        }
+        for at, variable in self._asked_steps():
+            if missing[variable]:
+                what = "layer" if at[0] == "plan" else "rule"
+                raise self.error(
+                    f"the {what} sets {variable} but the policy has no {missing[variable]}", (*at, variable)
+                )
+
+    def _asked_steps(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """(where, variable) for each prune_ratio above 0, drop and bits below 32 of the plan or the
+        search rules."""
+        if self.plan is not None:
+            for layer, decision in self.plan.layers.items():
+                at: tuple[str | int, ...] = ("plan", "layers", layer)
+                asked = {"prune_ratio": decision.prune_ratio > 0, "drop": decision.drop}
+                asked["bits"] = decision.is_quantized
+                yield from ((at, variable) for variable, yes in asked.items() if yes)
+        for index, rule in enumerate(self.search.space if self.search is not None else ()):
+            ratios = rule.prune_ratio if isinstance(rule.prune_ratio, tuple) else (rule.prune_ratio,)
+            bits = rule.bits if isinstance(rule.bits, list) else [] if rule.bits is None else [rule.bits]
+            drops = rule.drop if isinstance(rule.drop, list) else [rule.drop]
+            asked = {"prune_ratio": max(ratios) > 0, "drop": any(drops)}
+            asked["bits"] = any(b != FLOAT_BITS for b in bits)
+            yield from ((("search", "space", index), v) for v, yes in asked.items() if yes)
 
     def _check_plan_quantizers(self) -> None:
         if self.plan is None:

@@ -177,30 +177,18 @@ class Search:
         return self.pipeline.task.metric
 
     def _check_space(self, space: SearchSpace) -> None:
+        """Bits the quantizers cannot give (the steps a rule needs were checked with the policy)."""
         quantizers = self.pipeline.quantizers
         offered = supported_bits(quantizers)
         for index, rule in enumerate(self.spec.space):
             bits = rule.bits if isinstance(rule.bits, list) else [rule.bits] if rule.bits else []
             wanted = {b for b in bits if b != 32}
-            if wanted and not quantizers:
-                raise self.policy.error(
-                    "the rule searches bits but the policy has no pipeline.quantizer",
-                    ("search", "space", index, "bits"),
-                )
-            if not wanted <= offered:
+            if quantizers and not wanted <= offered:
                 names = ", ".join(q.name for q in quantizers)
                 raise self.policy.error(
                     f"the quantizers ({names}) support bits {sorted(offered)} "
                     f"(and 32 = float), not {sorted(wanted - offered)}",
                     ("search", "space", index, "bits"),
-                )
-            searched = isinstance(rule.prune_ratio, tuple) and rule.prune_ratio[1] > 0
-            if (searched or (not isinstance(rule.prune_ratio, tuple) and rule.prune_ratio > 0)) and (
-                not self.pipeline.pruners
-            ):
-                raise self.policy.error(
-                    "the rule prunes but the policy has no pipeline.pruner",
-                    ("search", "space", index, "prune_ratio"),
                 )
 
     def _check_objectives(self, baseline: Baseline) -> None:

@@ -108,3 +108,55 @@ def test_schema_command_prints_the_json_schema() -> None:
     schema = json.loads(result.output)
     assert "schema_version" in schema["required"]
     assert schema["additionalProperties"] is False
+
+
+def _steps_policy(pipeline: str, rest: str) -> str:
+    return f"schema_version: 1\ntask: digits-cnn\npipeline:\n  {pipeline}\n{rest}"
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "layer", "field", "says"),
+    [
+        ("quantizer: torch-int8", "{prune_ratio: 0.25}", "prune_ratio", "no channel or weight pruner"),
+        ("pruner: depth", "{prune_ratio: 0.25}", "prune_ratio", "(its pruners: depth)"),
+        ("pruner: torch-pruning", "{bits: 8}", "bits", "no pipeline.quantizer"),
+        ("pruner: torch-pruning", "{drop: true}", "drop", "no pruner that drops layers"),
+    ],
+)
+def test_a_plan_asking_for_a_step_the_pipeline_lacks_is_refused_before_any_work(
+    tmp_path: Path, pipeline: str, layer: str, field: str, says: str
+) -> None:
+    path = _write(tmp_path, _steps_policy(pipeline, f"plan:\n  layers: {{features.conv1: {layer}}}\n"))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert f"{path}:6: field 'plan.layers.features.conv1.{field}': the layer sets {field}" in output
+    assert says in output
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "rule", "field"),
+    [
+        ("quantizer: torch-int8", "prune_ratio: [0.0, 0.5]", "prune_ratio"),
+        ("pruner: torch-pruning", "bits: [8, 32]", "bits"),
+        ("pruner: torch-pruning", "drop: [false, true]", "drop"),
+    ],
+)
+def test_a_search_rule_asking_for_a_step_the_pipeline_lacks_is_refused(
+    tmp_path: Path, pipeline: str, rule: str, field: str
+) -> None:
+    space = f"search:\n  space:\n    - {{layers: [features.conv1], {rule}}}\n"
+    path = _write(tmp_path, _steps_policy(pipeline, space))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:7: field 'search.space.0.{field}': the rule sets {field}" in " ".join(
+        result.output.split()
+    )
+
+
+def test_two_pruners_of_ratios_are_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, _steps_policy("pruner: [torch-pruning, sparse]", "plan: {layers: {}}\n"))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert f"{path}:4: field 'pipeline.pruner': pruners torch-pruning, sparse would each apply" in output

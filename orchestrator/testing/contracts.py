@@ -171,7 +171,8 @@ def _policy_naming(kind: str, name: str, options: Mapping[str, Any]) -> dict[str
     if kind == "task":
         policy["task"] = spec
     elif kind == "sampler":
-        policy["search"] = {"space": [{"layers": ["*"], "bits": [8, 32]}], "sampler": spec}
+        policy["pipeline"] = {"pruner": "torch-pruning"}
+        policy["search"] = {"space": [{"layers": ["*"], "prune_ratio": [0.0, 0.5]}], "sampler": spec}
     else:
         policy["pipeline"] = {kind: spec}
     return policy
