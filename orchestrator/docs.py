@@ -415,8 +415,10 @@ def contract_reference() -> str:
     """The contract suites of :mod:`orchestrator.testing.contracts`: settings and tests of each."""
     from orchestrator.testing import contracts
 
-    suites = [getattr(contracts, name) for name in contracts.__all__]
-    suites.sort(key=lambda cls: inspect.getsourcelines(cls)[1])
+    kinds = ("Component", "OnTask", "Scorer", "Pruner", "Quantizer", "Distiller", "Task", "Sampler")
+    order = {f"{kind}Contract": index for index, kind in enumerate(kinds)}  # the bases, then by kind
+    names = sorted(contracts.__all__, key=lambda name: (order.get(name, len(order)), name))
+    suites = [getattr(contracts, name) for name in names]
     return "\n\n".join(p for cls in suites for p in class_section(cls) if p)
 
 
