@@ -388,6 +388,7 @@ class Search:
         while deadline is None or time.monotonic() < deadline:
             with budget_lock(self.settings.storage):
                 self._fail_stale(study)
+                self._fail_unclaimed(study)
                 if self.settings.budget.trials is None:
                     return self._ask(study)
                 spent = [
@@ -416,6 +417,29 @@ class Search:
             warnings.simplefilter("ignore", ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
 
+    def _fail_unclaimed(self, study: optuna.Study) -> None:
+        """Fail the running trials no worker claimed: their worker died between ``ask`` and recording
+        itself. Both happen under the budget lock, so a trial seen unclaimed under it has no live worker.
+        Such a trial is lost (not counted); with heartbeats its retry is queued as for a stale one."""
+        import optuna
+        from optuna.trial import TrialState as OptunaState
+
+        if not exact_budget(self.settings.storage):
+            return
+        storage = self._rdb_storage
+        for trial in study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
+            if WORKER_ATTR in trial.user_attrs:
+                continue
+            trial_id = self._trial_id(trial)
+            try:
+                if not storage.set_trial_state_values(trial_id, state=OptunaState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            retry = storage.get_heartbeat_stale_trial_callback()
+            if retry is not None:
+                retry(study, storage.get_trial(trial_id))
+
     def _ask(self, study: optuna.Study) -> optuna.Trial:
         """``study.ask()``, the trial's first heartbeat, and the worker that runs it."""
         with warnings.catch_warnings():
@@ -434,7 +458,7 @@ class Search:
         assert self._storage is not None, "the study is opened by _open_study"
         return self._storage
 
-    def _trial_id(self, trial: optuna.Trial) -> int:
+    def _trial_id(self, trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
         """The storage's id of ``trial`` (what heartbeats are recorded under)."""
         storage = self._rdb_storage
         if self._study_id is None:

@@ -276,6 +276,22 @@ def test_kill_and_rerun_resumes_without_losing_a_completed_trial(policy: Path) -
     assert sorted(c["trial_number"] for c in children) == counted
 
 
+def test_a_trial_left_running_by_a_worker_killed_as_it_started_it_is_not_left_behind(policy: Path) -> None:
+    """A worker killed between starting a trial and its first heartbeat leaves a running trial no
+    heartbeat will ever mark stale; the next worker fails it, uncounted, and still meets the budget."""
+    runs = policy.parent / "runs"
+    args = ["--runs-dir", str(runs), "--no-track", "--budget"]
+    assert _finish([_worker(policy, *args, "1")]) == [0], _logs(policy)
+    storage = f"sqlite:///{runs / 'optuna.db'}"
+    orphan = optuna.load_study(study_name="policy", storage=storage).ask()  # started, then killed
+
+    assert _finish([_worker(policy, *args, "3")]) == [0], _logs(policy)
+    trials = _check_budget(_trials(storage, "policy"), 3)
+    assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    assert is_lost(trials[orphan.number])
+    assert [t.number for t in trials.values() if t.system_attrs.get("failed_trial") == orphan.number]
+
+
 def test_ctrl_c_stops_with_a_summary_and_the_running_trial_not_counted(policy: Path) -> None:
     runs = policy.parent / "runs"
     worker = _worker(policy, "--budget", "20", "--runs-dir", str(runs), "--no-track")
