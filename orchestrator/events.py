@@ -25,6 +25,8 @@ class SearchStarted:
     policy: Mapping[str, Any]
     baseline: Mapping[str, float]
     policy_path: Path | None = None
+    #: versions, machine and threads of this worker (:func:`orchestrator.environment.describe_environment`)
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.artifact import load_artifact, save_artifact
+from orchestrator.environment import policy_environment
 from orchestrator.errors import PlanError
 from orchestrator.layers import compressible_layers, current_names, droppable_blocks
 from orchestrator.measure import (
@@ -302,6 +303,7 @@ def apply_policy(policy: Policy, registry: PluginRegistry, out_dir: Path) -> dic
         "artifact": str(result.artifact),
         "measure": policy.measure.model_dump(),
         "quantizers": pipeline.quantizer_report(),
+        "environment": policy_environment(policy, registry.components),
     }
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     baseline.artifact.unlink(missing_ok=True)

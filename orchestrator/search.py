@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.budget import Budget, parse_budget
 from orchestrator.components import RecoveryStopped, SamplerFactory, Scorer
+from orchestrator.environment import policy_environment
 from orchestrator.errors import OrchestratorError, PolicyError
 from orchestrator.events import SearchFinished, SearchStarted, TrialFinished, TrialState
 from orchestrator.measure import count_macs_params, theoretical_bytes
@@ -170,6 +171,7 @@ class Search:
         self._storage: optuna.storages.RDBStorage | None = None
         self._study_id: int | None = None
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.environment = policy_environment(policy, registry.components)
 
     # -- set-up ---------------------------------------------------------------------------------------
     @property
@@ -284,6 +286,7 @@ class Search:
                         policy=self.policy.model_dump(mode="json"),
                         baseline=dict(baseline.metrics),
                         policy_path=self.policy.path,
+                        environment=self.environment,
                     ),
                 )
             try:
@@ -361,6 +364,7 @@ class Search:
         study.set_user_attr("objectives", [o.model_dump() for o in self.spec.objectives])
         study.set_user_attr("constraints", self.spec.constraints.model_dump(exclude_none=True))
         study.set_user_attr("baseline", {k: v for k, v in baseline.metrics.items() if math.isfinite(v)})
+        study.set_user_attr("environment", self.environment)  # of the worker that measured the baseline
         if not study.trials:
             for params in enqueue:
                 study.enqueue_trial(params, skip_if_exists=True)

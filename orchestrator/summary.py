@@ -108,6 +108,7 @@ def build_summary(study: optuna.Study, out_dir: Path) -> dict[str, Any]:
         "counts": counts,
         "baseline": attrs.get("baseline", {}),
         "quantizers": attrs.get("quantizers"),
+        "environment": attrs.get("environment", {}),
         "pareto": [r for r in rows if r["pareto"]],
         "trials": rows,
     }

@@ -238,6 +238,7 @@ class MlflowTracker:
         }
         if event.policy_path is not None:
             params["policy_path"] = str(event.policy_path)
+        params.update({f"env.{key}": value for key, value in event.environment.items()})
         self._log_new_params(parent, _params(params))
         metrics = {f"baseline_{k}": v for k, v in event.baseline.items()}
         _log_batch(self.client, parent, metrics=_metrics(metrics))

@@ -41,6 +41,20 @@ def test_apply_shrinks_the_model_and_keeps_accuracy(applied: tuple[Path, dict]) 
     assert quantizer["accelerates"]["8"] is True  # x86 int8 kernels on this CPU
 
 
+def test_metrics_name_the_versions_and_machine_they_were_measured_with(
+    applied: tuple[Path, dict],  # type: ignore[type-arg]
+) -> None:
+    import platform
+
+    import torch
+
+    environment = applied[1]["environment"]
+    assert environment["torch"] == torch.__version__
+    assert environment["python"] == platform.python_version()
+    assert environment["torch-pruning"]  # the pipeline's pruner
+    assert int(environment["cpu_count"]) >= 1
+
+
 def test_saved_model_loads_in_a_fresh_process_with_the_same_accuracy(
     applied: tuple[Path, dict],  # type: ignore[type-arg]
 ) -> None:

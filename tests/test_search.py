@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,21 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(first: dict[str, Any], ru
     assert len({c["parent_run_id"] for c in children}) == 1
     with_layers = [c for c in children if any(k.endswith(".prune_ratio") for k in c["params"])]
     assert with_layers
+
+
+def test_the_search_records_the_software_and_machine_it_measured_with(
+    first: dict[str, Any], runs: Path
+) -> None:
+    import torch
+    from mlflow import MlflowClient
+
+    expected = {"torch": torch.__version__, "torch-pruning": version("torch-pruning")}
+    assert expected.items() <= first["environment"].items()
+    assert first["environment"]["cpu_count"] == str(os.cpu_count())
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    (parent,) = {c["parent_run_id"] for c in read_trial_runs(client.tracking_uri, "quickstart")}
+    params = client.get_run(parent).data.params
+    assert {f"env.{k}": v for k, v in expected.items()}.items() <= params.items()
 
 
 def test_pareto_plan_reapplies_with_the_same_macs(first: dict[str, Any], tmp_path: Path) -> None:
