@@ -113,7 +113,7 @@ class ComponentRegistry:
 
     def info(self, kind: ComponentKind, name: str) -> ComponentInfo:
         """The component registered as ``name``; a task may also be named by import path
-        (``module:Class``, see :mod:`orchestrator.task_path`)."""
+        (``module:Class``, see :mod:`orchestrator.import_path`)."""
         found = self._items[kind].get(name)
         if found is not None:
             return found
@@ -122,11 +122,11 @@ class ComponentRegistry:
         raise UnknownComponentError(kind, name, self._items[kind])
 
     def _import_task(self, path: str) -> ComponentInfo:
-        from orchestrator.task_path import TaskPathError, import_task
+        from orchestrator.import_path import ImportPathError, import_task
 
         try:
             cls = import_task(path)
-        except TaskPathError as exc:
+        except ImportPathError as exc:
             raise UnknownComponentError("task", path, self._items["task"], reason=str(exc)) from None
         doc = (cls.__doc__ or "").strip().splitlines()
         info = ComponentInfo(

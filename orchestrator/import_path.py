@@ -1,8 +1,8 @@
-"""Tasks named by import path: ``task: my_tasks:Digits`` in a policy, without a plugin.
+"""Classes named by import path (``module:Class``) in a policy: a task without a plugin
+(``task: my_tasks:Digits``), a custom layer and its pruning handler.
 
-The path names a :class:`~orchestrator.task.Task` subclass (or what ``classification_task(...)`` returns)
-in a module importable from the working directory or the installed packages. Only classes are accepted:
-nothing the path names is called before it is known to be a task.
+The module is imported from the installed packages or the working directory. Only classes deriving from
+the expected base are accepted: nothing the path names is called before it is known to be one.
 """
 
 from __future__ import annotations
@@ -12,15 +12,21 @@ import inspect
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.task import Task
 
-__all__ = ["TaskPathError", "import_task", "is_import_path"]
+__all__ = ["ImportPathError", "import_class", "import_task", "is_import_path"]
+
+T = TypeVar("T")
+
+_TASK_HINT = (
+    "subclass orchestrator.ClassificationTask, or assign what orchestrator.classification_task(...) returns"
+)
 
 
-class TaskPathError(LookupError):
-    """An import path that does not lead to a task; the message says why."""
+class ImportPathError(LookupError):
+    """An import path that does not lead to the class expected; the message says why."""
 
 
 def is_import_path(name: str) -> bool:
@@ -34,34 +40,37 @@ def _dotted(text: str) -> bool:
 
 
 def import_task(path: str) -> type[Task[Any]]:
-    """The task class ``path`` (``module:Class``) names. Raises :class:`TaskPathError` saying why not."""
+    """The task class ``path`` (``module:Class``) names. Raises :class:`ImportPathError` saying why not."""
+    return import_class(path, Task, hint=_TASK_HINT)  # type: ignore[type-abstract]
+
+
+def import_class(path: str, base: type[T], *, hint: str) -> type[T]:
+    """The class ``path`` (``module:Class``) names, a concrete subclass of ``base``; ``hint`` says how to
+    write one. Raises :class:`ImportPathError` saying why not."""
     if not is_import_path(path):
-        raise TaskPathError(f"'{path}' is not an import path of the form module:Class")
+        raise ImportPathError(f"'{path}' is not an import path of the form module:Class")
     module_name, _, attribute = path.partition(":")
     _importable_from_working_directory()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module_name.startswith(exc.name):
-            raise TaskPathError(
+            raise ImportPathError(
                 f"no module named '{exc.name}' in the working directory or the installed packages"
             ) from None
-        raise TaskPathError(f"importing '{module_name}' failed: {_described(exc)}") from None
+        raise ImportPathError(f"importing '{module_name}' failed: {_described(exc)}") from None
     except Exception as exc:  # the user's module: its own error, said in one line
-        raise TaskPathError(f"importing '{module_name}' failed: {_described(exc)}") from None
+        raise ImportPathError(f"importing '{module_name}' failed: {_described(exc)}") from None
     found: Any = module
     for part in attribute.split("."):
         if not hasattr(found, part):
-            raise TaskPathError(f"module '{module_name}' has no attribute '{attribute}'")
+            raise ImportPathError(f"module '{module_name}' has no attribute '{attribute}'")
         found = getattr(found, part)
-    if not (inspect.isclass(found) and issubclass(found, Task)):
-        raise TaskPathError(
-            f"'{path}' is {_kind_of(found)}, not a Task class (subclass orchestrator.ClassificationTask, "
-            "or assign what orchestrator.classification_task(...) returns)"
-        )
+    if not (inspect.isclass(found) and issubclass(found, base)):
+        raise ImportPathError(f"'{path}' is {_kind_of(found)}, not a {base.__name__} class ({hint})")
     if inspect.isabstract(found):
         missing = ", ".join(sorted(getattr(found, "__abstractmethods__", ())))
-        raise TaskPathError(f"task class '{path}' does not implement {missing}")
+        raise ImportPathError(f"{base.__name__.lower()} class '{path}' does not implement {missing}")
     return found
 
 
