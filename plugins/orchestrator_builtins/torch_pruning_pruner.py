@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sized
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from orchestrator import (
     ComponentOptions,
@@ -70,6 +70,21 @@ class TorchPruningOptions(ComponentOptions):
     taylor_batches: int = Field(default=4, ge=1)
     #: fine-tune with a sparsity regulariser before pruning (None: prune the model as given)
     slimming: SlimmingOptions | None = None
+    #: parameters a custom layer holds itself (not through a Conv, Linear or BatchNorm inside it), by
+    #: qualified name, with the dimension that runs along the channels: ``{blocks.0.gate.table: 0}``.
+    #: Without it torch-pruning prunes their last dimension larger than 1.
+    unwrapped_parameters: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    #: pruning handlers of custom layer classes, by import path:
+    #: ``{"my_pkg.layers:Gate": "my_pkg.pruning:GatePruner"}``; a handler subclasses
+    #: ``torch_pruning.pruner.BasePruningFunc`` and is created without arguments
+    custom_layers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("custom_layers")
+    @classmethod
+    def _importable(cls, value: dict[str, str]) -> dict[str, str]:
+        for layer, handler in value.items():
+            _custom_layer(layer, handler)  # refuse a path that leads nowhere before any work
+        return value
 
 
 class TorchPruningPruner(Pruner[TorchPruningOptions]):
@@ -113,6 +128,7 @@ class TorchPruningPruner(Pruner[TorchPruningOptions]):
         if ratios and self.options.slimming is not None:
             self._sparsify(model, task, ignored)
         importance = self._importance(model, scores)
+        before = {n: _out_channels(layers[n]) for n in ratios}
         pruner = tp.pruner.MetaPruner(
             model,
             example,
@@ -121,12 +137,31 @@ class TorchPruningPruner(Pruner[TorchPruningOptions]):
             pruning_ratio_dict={layers[n]: r for n, r in ratios.items()},
             ignored_layers=ignored,
             round_to=self.options.round_to,
+            unwrapped_parameters=self._unwrapped(model),
+            customized_pruners=dict(_custom_layer(k, v) for k, v in self.options.custom_layers.items()),
         )
         if self.options.importance == "taylor":
             self._accumulate_gradients(model, task)
         pruner.step()
         model.zero_grad(set_to_none=True)
+        _warn_unpruned(model, {n: (ratios[n], c) for n, c in before.items()}, self.options.round_to)
         return model
+
+    def _unwrapped(self, model: Any) -> list[tuple[Any, int]]:
+        """``unwrapped_parameters`` as torch-pruning takes them: (parameter, channel dimension)."""
+        params = dict(model.named_parameters())
+        field = "pipeline.pruner.options.unwrapped_parameters"
+        out = []
+        for name, dim in self.options.unwrapped_parameters.items():
+            if name not in params:
+                raise PlanError(f"'{name}' is not a parameter of the model", field=f"{field}.{name}")
+            if dim >= params[name].dim():
+                raise PlanError(
+                    f"'{name}' has {params[name].dim()} dimensions, so none numbered {dim}",
+                    field=f"{field}.{name}",
+                )
+            out.append((params[name], dim))
+        return out
 
     def sparsify(self, model: Any, task: Task[Any]) -> Any:
         """Fine-tune ``model`` in place with the ``slimming`` regulariser and return it (in eval mode).
@@ -184,6 +219,53 @@ class TorchPruningPruner(Pruner[TorchPruningOptions]):
         model.zero_grad(set_to_none=True)
         for batch in task.calibration_data(self.options.taylor_batches):
             task.loss(model(*task.inputs(batch)), batch).backward()
+
+
+def _custom_layer(layer: str, handler: str) -> tuple[type[Any], Any]:
+    """The custom layer class and an instance of its torch-pruning handler, from their import paths."""
+    import torch_pruning as tp
+    from torch import nn
+
+    from orchestrator.import_path import ImportPathError, import_class
+
+    try:
+        layer_cls = import_class(layer, nn.Module, hint="a torch.nn.Module subclass")
+        hint = "subclass torch_pruning.pruner.BasePruningFunc"
+        handler_cls = import_class(handler, tp.pruner.BasePruningFunc, hint=hint)
+    except ImportPathError as exc:
+        raise ValueError(str(exc)) from None
+    return layer_cls, handler_cls()
+
+
+def _out_channels(layer: Any) -> int | None:
+    for attribute in ("out_channels", "out_features", "embedding_dim", "num_features"):
+        value = getattr(layer, attribute, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _warn_unpruned(model: Any, planned: dict[str, tuple[float, int | None]], round_to: int | None) -> None:
+    """Warn, naming them, about layers the plan prunes that torch-pruning left whole: a custom layer
+    coupled to them that it cannot prune (see ``unwrapped_parameters`` and ``custom_layers``)."""
+    import warnings
+
+    layers = compressible_layers(model)
+    for name, (ratio, before) in planned.items():
+        after = _out_channels(layers[name]) if name in layers else None
+        if before is None or after != before:
+            continue
+        kept = int(before * (1 - ratio))  # as torch-pruning counts them
+        kept -= kept % (round_to or 1)
+        if kept <= 0 or kept >= before:
+            continue  # too few channels to prune any, or it would empty the layer: left whole on purpose
+        warnings.warn(
+            f"torch-pruning left layer '{name}' whole (prune_ratio {ratio:g}): something coupled to its "
+            "channels cannot be pruned, usually a custom layer's own parameter; name it in the pruner's "
+            "unwrapped_parameters with its channel dimension, or give its class a handler in custom_layers",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _slimming_key(model: Any, task: Task[Any], options: TorchPruningOptions) -> str:
