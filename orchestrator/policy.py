@@ -384,29 +384,38 @@ class Policy(StrictModel):
             "drop": "" if len(by_ratio) < len(pruners) else f"pruner that drops layers{listing}; add 'depth'",
             "bits": "" if any(k == "quantizer" for k, _, _ in steps) else "pipeline.quantizer",
         }
-        for at, variable in self._asked_steps():
+        quantizers = {s.name: registry.get(k, s.name) for k, s, _ in steps if k == "quantizer"}
+        offered = frozenset[int]().union(*(getattr(q, "supported_bits", ()) for q in quantizers.values()))
+        for at, variable, values in self._asked_steps():
+            what = "layer" if at[0] == "plan" else "rule"
             if missing[variable]:
-                what = "layer" if at[0] == "plan" else "rule"
                 raise self.error(
                     f"the {what} sets {variable} but the policy has no {missing[variable]}", (*at, variable)
                 )
+            if variable == "bits" and not set(values) <= offered:
+                raise self.error(
+                    f"the quantizers ({', '.join(quantizers)}) support bits {sorted(offered)} "
+                    f"(and 32 = float), not {sorted(set(values) - offered)}",
+                    (*at, variable),
+                )
 
-    def _asked_steps(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
-        """(where, variable) for each prune_ratio above 0, drop and bits below 32 of the plan or the
-        search rules."""
+    def _asked_steps(self) -> Iterator[tuple[tuple[str | int, ...], str, list[int]]]:
+        """(where, variable, bits below 32) for each prune_ratio above 0, drop and bits below 32 of the
+        plan or the search rules."""
         if self.plan is not None:
             for layer, decision in self.plan.layers.items():
                 at: tuple[str | int, ...] = ("plan", "layers", layer)
+                quantized = [decision.bits] if decision.bits is not None and decision.is_quantized else []
                 asked = {"prune_ratio": decision.prune_ratio > 0, "drop": decision.drop}
-                asked["bits"] = decision.is_quantized
-                yield from ((at, variable) for variable, yes in asked.items() if yes)
+                asked["bits"] = bool(quantized)
+                yield from ((at, variable, quantized) for variable, yes in asked.items() if yes)
         for index, rule in enumerate(self.search.space if self.search is not None else ()):
             ratios = rule.prune_ratio if isinstance(rule.prune_ratio, tuple) else (rule.prune_ratio,)
             bits = rule.bits if isinstance(rule.bits, list) else [] if rule.bits is None else [rule.bits]
+            quantized = [b for b in bits if b != FLOAT_BITS]
             drops = rule.drop if isinstance(rule.drop, list) else [rule.drop]
-            asked = {"prune_ratio": max(ratios) > 0, "drop": any(drops)}
-            asked["bits"] = any(b != FLOAT_BITS for b in bits)
-            yield from ((("search", "space", index), v) for v, yes in asked.items() if yes)
+            asked = {"prune_ratio": max(ratios) > 0, "drop": any(drops), "bits": bool(quantized)}
+            yield from ((("search", "space", index), v, quantized) for v, yes in asked.items() if yes)
 
     def _check_plan_quantizers(self) -> None:
         if self.plan is None:

@@ -30,7 +30,6 @@ from orchestrator.errors import OrchestratorError, PolicyError
 from orchestrator.events import SearchFinished, SearchStarted, TrialFinished, TrialState
 from orchestrator.measure import count_macs_params, theoretical_bytes
 from orchestrator.pipeline import Baseline, Pipeline
-from orchestrator.routing import supported_bits
 from orchestrator.space import SearchSpace, rank_importance
 from orchestrator.storage import (
     Heartbeat,
@@ -178,21 +177,6 @@ class Search:
     def metric(self) -> str:
         return self.pipeline.task.metric
 
-    def _check_space(self, space: SearchSpace) -> None:
-        """Bits the quantizers cannot give (the steps a rule needs were checked with the policy)."""
-        quantizers = self.pipeline.quantizers
-        offered = supported_bits(quantizers)
-        for index, rule in enumerate(self.spec.space):
-            bits = rule.bits if isinstance(rule.bits, list) else [rule.bits] if rule.bits else []
-            wanted = {b for b in bits if b != 32}
-            if quantizers and not wanted <= offered:
-                names = ", ".join(q.name for q in quantizers)
-                raise self.policy.error(
-                    f"the quantizers ({names}) support bits {sorted(offered)} "
-                    f"(and 32 = float), not {sorted(wanted - offered)}",
-                    ("search", "space", index, "bits"),
-                )
-
     def _check_objectives(self, baseline: Baseline) -> None:
         known = dict(baseline.metrics)
         if self.pipeline.measure.latency:  # measured on each trial's artifact, beside the baseline's
@@ -261,7 +245,6 @@ class Search:
         baseline = self.pipeline.baseline(self.out_dir)
         self.baseline = baseline
         space = SearchSpace.from_policy(self.policy, baseline.model, self.pipeline.task.example_inputs(2))
-        self._check_space(space)
         self._check_objectives(baseline)
         study = self._open_study()
         if self.settings.budget.trials is not None and not exact_budget(self.settings.storage):

@@ -12,7 +12,7 @@ import torch
 from orchestrator_builtins.packed import PackedConv2d, PackedLinear, pack_codes, unpack_codes
 from torch import nn
 
-from orchestrator import CompressionPlan, PlanError
+from orchestrator import CompressionPlan, PlanError, PolicyError
 from orchestrator.artifact import save_artifact
 from orchestrator.layers import compressible_layers
 from orchestrator.pipeline import apply_policy
@@ -101,8 +101,11 @@ def test_a_layer_no_quantizer_takes_is_refused_before_any_work(registry: Any, tm
     policy = parse_policy(
         text.replace("features.conv1: {prune_ratio: 0.5, bits: 8}", "features.conv1: {bits: 4}")
     )
-    with pytest.raises(PlanError, match=r"features\.conv1.*4 bits.*'torch-int8': bits \[8\]"):
+    with pytest.raises(
+        PolicyError, match=r"features\.conv1\.bits.*\(torch-int8\) support bits \[8\].*not \[4\]"
+    ):
         apply_policy(policy, registry, tmp_path)
+    assert not list(tmp_path.iterdir())  # refused before the baseline was built
 
 
 def _mnist_policy(name: str) -> Any:
