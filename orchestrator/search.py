@@ -10,6 +10,7 @@ their constraint values, which the constraint-aware samplers learn from.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 import os
 import socket
@@ -193,8 +194,10 @@ class Search:
         )
         for index, objective in enumerate(self.spec.objectives):
             if objective.metric not in known:
+                close = difflib.get_close_matches(objective.metric, list(known), n=1)
+                guess = f" (did you mean '{close[0]}'?)" if close else ""
                 raise self.policy.error(
-                    f"unknown metric '{objective.metric}'; trials report: {', '.join(sorted(known))}",
+                    f"unknown metric '{objective.metric}'{guess}; trials report: {', '.join(sorted(known))}",
                     ("search", "objectives", index, "metric"),
                 )
 

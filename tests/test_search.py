@@ -326,3 +326,19 @@ def test_feature_kd_recovers_the_trials_of_a_search(tmp_path: Path) -> None:
         assert accuracy["feature-kd"][number] > accuracy["none"][number]
     for number in (0, 1):  # unchanged and int8-only: nothing to recover
         assert accuracy["feature-kd"][number] == accuracy["none"][number]
+
+
+def test_a_misspelt_objective_is_refused_with_the_metrics_trials_report(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        QUICKSTART.read_text().replace(
+            "{metric: macs, direction: minimize}", "{metric: mac, direction: minimize}"
+        )
+    )
+    args = ["search", str(path), "--budget", "1", "--runs-dir", str(tmp_path), "--no-track"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert f"{path}:" in output
+    assert "field 'search.objectives.1.metric': unknown metric 'mac' (did you mean 'macs'?)" in output
+    assert not optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}")  # no study was started
