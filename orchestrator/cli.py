@@ -97,7 +97,7 @@ def plugins(
 
 @app.command()
 def validate(policy: Annotated[Path, typer.Argument(help="Policy or plan file.")]) -> None:
-    """Check a policy: schema, component names and their options."""
+    """Check a policy: schema, components and their options, and the steps its plan or search asks for."""
     from orchestrator.policy import load_policy
 
     with _user_errors():
