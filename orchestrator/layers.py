@@ -8,7 +8,14 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["ORIGIN_ATTR", "compressible_layers", "current_names", "droppable_blocks", "output_layers"]
+__all__ = [
+    "ORIGIN_ATTR",
+    "compressible_layers",
+    "current_names",
+    "droppable_blocks",
+    "output_channels",
+    "output_layers",
+]
 
 #: attribute giving the qualified name a module had before a depth pruner moved it (an item of an
 #: ``nn.ModuleList`` whose earlier items were dropped moves up)
@@ -21,6 +28,19 @@ def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
 
     kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding)
     return {name: m for name, m in model.named_modules() if name and isinstance(m, kinds)}
+
+
+def output_channels(layer: nn.Module) -> int | None:
+    """Output channels of a convolution, linear layer or embedding (None for anything else)."""
+    from torch import nn
+
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        return int(layer.out_channels)
+    if isinstance(layer, nn.Linear):
+        return int(layer.out_features)
+    if isinstance(layer, nn.Embedding):
+        return int(layer.embedding_dim)
+    return None
 
 
 def current_names(model: nn.Module) -> dict[str, str]:

@@ -22,6 +22,7 @@ from orchestrator.measure import (
 from orchestrator.plan import CompressionPlan, rename
 from orchestrator.policy import MeasureSpec, Policy
 from orchestrator.routing import relocate, routed_plans
+from orchestrator.steps import PipelineSteps, asked_by
 from orchestrator.task import Task
 
 if TYPE_CHECKING:
@@ -157,23 +158,17 @@ class Pipeline:
                         f"{', '.join(blocks) or 'none'}",
                         field=f"plan.layers.{name}.drop",
                     )
-        ratio_pruners = [p.name for p in self.pruners if not p.handles_drop]
-        if plan.prune_ratios() and not ratio_pruners:
-            raise PlanError("the plan sets prune_ratio but the policy has no channel or weight pruner")
-        if len(ratio_pruners) > 1:
-            raise PlanError(
-                f"pruners {', '.join(ratio_pruners)} would each apply every prune_ratio; "
-                "keep one of them (a depth pruner may stand beside it)",
-                field="pipeline.pruner",
-            )
-        if plan.dropped() and not any(p.handles_drop for p in self.pruners):
-            names = ", ".join(p.name for p in self.pruners) or "none"
-            raise PlanError(
-                f"the plan drops {', '.join(plan.dropped())} but no pruner of the policy drops layers "
-                f"(pruners: {names}); add the 'depth' pruner"
-            )
-        if plan.bits() and not self.quantizers:
-            raise PlanError("the plan sets bits but the policy has no pipeline.quantizer")
+        steps = PipelineSteps(
+            {p.name: type(p) for p in self.pruners}, {q.name: type(q) for q in self.quantizers}
+        )
+        conflict = steps.conflict()
+        if conflict is not None:
+            raise PlanError(conflict, field="pipeline.pruner")
+        for name, decision in plan.layers.items():
+            for variable, bits in asked_by(decision).items():
+                why = steps.lacks(variable, bits)
+                if why is not None:
+                    raise PlanError(f"layer '{name}' {why}", field=f"plan.layers.{name}.{variable}")
         routed_plans(self.quantizers, compressible, plan)
 
     def prune(self, plan: CompressionPlan, baseline: Baseline) -> nn.Module:

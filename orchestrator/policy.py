@@ -366,49 +366,31 @@ class Policy(StrictModel):
         self._check_plan_quantizers()
 
     def _check_steps(self, registry: ComponentRegistry) -> None:
-        """Refuse a plan or search rule asking for a step the pipeline lacks, before any work: ratios
-        without a channel or weight pruner, drops without a pruner that drops layers, bits without a
-        quantizer; and two pruners that would each apply every ratio."""
-        steps = self.pipeline.steps()
-        pruners = {s.name: registry.get(k, s.name) for k, s, _ in steps if k == "pruner"}
-        by_ratio = [name for name, cls in pruners.items() if not getattr(cls, "handles_drop", False)]
-        if len(by_ratio) > 1:
-            raise self.error(
-                f"pruners {', '.join(by_ratio)} would each apply every prune_ratio; keep one of them "
-                "(a depth pruner may stand beside it)",
-                ("pipeline", "pruner"),
-            )
-        listing = f" (its pruners: {', '.join(pruners) or 'none'})"
-        missing = {
-            "prune_ratio": "" if by_ratio else f"channel or weight pruner{listing}",
-            "drop": "" if len(by_ratio) < len(pruners) else f"pruner that drops layers{listing}; add 'depth'",
-            "bits": "" if any(k == "quantizer" for k, _, _ in steps) else "pipeline.quantizer",
-        }
-        quantizers = {s.name: registry.get(k, s.name) for k, s, _ in steps if k == "quantizer"}
-        offered = frozenset[int]().union(*(getattr(q, "supported_bits", ()) for q in quantizers.values()))
-        for at, variable, values in self._asked_steps():
-            what = "layer" if at[0] == "plan" else "rule"
-            if missing[variable]:
-                raise self.error(
-                    f"the {what} sets {variable} but the policy has no {missing[variable]}", (*at, variable)
-                )
-            if variable == "bits" and not set(values) <= offered:
-                raise self.error(
-                    f"the quantizers ({', '.join(quantizers)}) support bits {sorted(offered)} "
-                    f"(and 32 = float), not {sorted(set(values) - offered)}",
-                    (*at, variable),
-                )
+        """Refuse a plan or search rule asking for a step the pipeline lacks, before any work (see
+        :class:`~orchestrator.steps.PipelineSteps`)."""
+        from orchestrator.steps import PipelineSteps
+
+        classes = [(k, s.name, registry.get(k, s.name)) for k, s, _ in self.pipeline.steps()]
+        steps = PipelineSteps(
+            {name: cls for kind, name, cls in classes if kind == "pruner"},
+            {name: cls for kind, name, cls in classes if kind == "quantizer"},
+        )
+        conflict = steps.conflict()
+        if conflict is not None:
+            raise self.error(conflict, ("pipeline", "pruner"))
+        for at, variable, bits in self._asked_steps():
+            why = steps.lacks(variable, bits)
+            if why is not None:
+                raise self.error(f"the {'layer' if at[0] == 'plan' else 'rule'} {why}", (*at, variable))
 
     def _asked_steps(self) -> Iterator[tuple[tuple[str | int, ...], str, list[int]]]:
-        """(where, variable, bits below 32) for each prune_ratio above 0, drop and bits below 32 of the
-        plan or the search rules."""
+        """(where, variable, bits below 32) for what the plan's layers and the search rules ask for."""
+        from orchestrator.steps import asked_by
+
         if self.plan is not None:
             for layer, decision in self.plan.layers.items():
                 at: tuple[str | int, ...] = ("plan", "layers", layer)
-                quantized = [decision.bits] if decision.bits is not None and decision.is_quantized else []
-                asked = {"prune_ratio": decision.prune_ratio > 0, "drop": decision.drop}
-                asked["bits"] = bool(quantized)
-                yield from ((at, variable, quantized) for variable, yes in asked.items() if yes)
+                yield from ((at, variable, bits) for variable, bits in asked_by(decision).items())
         for index, rule in enumerate(self.search.space if self.search is not None else ()):
             ratios = rule.prune_ratio if isinstance(rule.prune_ratio, tuple) else (rule.prune_ratio,)
             bits = rule.bits if isinstance(rule.bits, list) else [] if rule.bits is None else [rule.bits]

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -135,3 +136,18 @@ def test_bare_plan_applies_with_a_policy(tmp_path: Path) -> None:
     assert metrics["layers"]["features.conv2"]["prune_ratio"] == 0.5
     assert metrics["layers"]["features.conv1"]["prune_ratio"] == 0.0
     assert metrics["compressed"]["macs"] < metrics["baseline"]["macs"]
+
+
+def test_a_pipeline_built_in_code_refuses_a_plan_it_cannot_carry_out(digits_task: Any, registry: Any) -> None:
+    """The checks `validate` runs on a policy hold for a Pipeline built without one, too."""
+    from orchestrator import CompressionPlan, PlanError
+    from orchestrator.pipeline import Pipeline
+
+    pruner = registry.components.create("pruner", "torch-pruning")
+    pipeline = Pipeline(task=digits_task, pruners=[pruner])
+    plan = CompressionPlan.from_mapping({"layers": {"features.conv1": {"prune_ratio": 0.5, "bits": 8}}})
+    with pytest.raises(
+        PlanError, match=r"layer 'features\.conv1' sets bits but the policy has no pipeline"
+    ) as info:
+        pipeline.check_plan(plan, digits_task.build_model())
+    assert info.value.field == "plan.layers.features.conv1.bits"

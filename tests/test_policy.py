@@ -163,18 +163,20 @@ def test_two_pruners_of_ratios_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rest", "line", "field"),
+    ("rest", "line", "field", "what"),
     [
-        ("plan:\n  layers: {features.conv1: {bits: 4}}\n", 6, "plan.layers.features.conv1.bits"),
-        ("search:\n  space:\n    - {types: [Conv2d], bits: [4, 8, 32]}\n", 7, "search.space.0.bits"),
+        ("plan:\n  layers: {features.conv1: {bits: 4}}\n", 6, "plan.layers.features.conv1.bits", "layer"),
+        ("search:\n  space:\n    - {types: [Conv2d], bits: [4, 8, 32]}\n", 7, "search.space.0.bits", "rule"),
     ],
 )
 def test_bits_no_quantizer_of_the_pipeline_gives_are_refused_before_any_work(
-    tmp_path: Path, rest: str, line: int, field: str
+    tmp_path: Path, rest: str, line: int, field: str, what: str
 ) -> None:
     path = _write(tmp_path, _steps_policy("quantizer: torch-int8", rest))
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2
     output = " ".join(result.output.split())
-    assert f"{path}:{line}: field '{field}': the quantizers (torch-int8) support bits [8]" in output
-    assert "not [4]" in output
+    assert (
+        f"{path}:{line}: field '{field}': the {what} sets bits [4] but the quantizers (torch-int8)" in output
+    )
+    assert "support bits [8] (and 32 = float)" in output

@@ -102,7 +102,8 @@ def test_a_layer_no_quantizer_takes_is_refused_before_any_work(registry: Any, tm
         text.replace("features.conv1: {prune_ratio: 0.5, bits: 8}", "features.conv1: {bits: 4}")
     )
     with pytest.raises(
-        PolicyError, match=r"features\.conv1\.bits.*\(torch-int8\) support bits \[8\].*not \[4\]"
+        PolicyError,
+        match=r"features\.conv1\.bits.*sets bits \[4\] but the quantizers \(torch-int8\) support bits \[8\]",
     ):
         apply_policy(policy, registry, tmp_path)
     assert not list(tmp_path.iterdir())  # refused before the baseline was built

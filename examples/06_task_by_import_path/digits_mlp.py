@@ -26,7 +26,9 @@ class DigitsMLP(ClassificationTask[TaskOptions]):
         x, y = load_digits(return_X_y=True)
         data = TensorDataset(torch.tensor(x / 16, dtype=torch.float32), torch.tensor(y))
         train, test = random_split(data, [0.75, 0.25], torch.Generator().manual_seed(0))
-        self.train_loader = DataLoader(train, batch_size=64, shuffle=True, generator=torch.Generator())
+        self.train_loader = DataLoader(
+            train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0)
+        )
         self.test_loader = DataLoader(test, batch_size=256)
 
     def build_model(self) -> nn.Module:

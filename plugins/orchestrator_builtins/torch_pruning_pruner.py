@@ -31,7 +31,7 @@ from orchestrator import (
     Task,
     hookimpl,
 )
-from orchestrator.layers import compressible_layers, output_layers
+from orchestrator.layers import compressible_layers, output_channels, output_layers
 
 
 class SlimmingOptions(ComponentOptions):
@@ -128,7 +128,7 @@ class TorchPruningPruner(Pruner[TorchPruningOptions]):
         if ratios and self.options.slimming is not None:
             self._sparsify(model, task, ignored)
         importance = self._importance(model, scores)
-        before = {n: _out_channels(layers[n]) for n in ratios}
+        before = {n: output_channels(layers[n]) for n in ratios}
         pruner = tp.pruner.MetaPruner(
             model,
             example,
@@ -237,14 +237,6 @@ def _custom_layer(layer: str, handler: str) -> tuple[type[Any], Any]:
     return layer_cls, handler_cls()
 
 
-def _out_channels(layer: Any) -> int | None:
-    for attribute in ("out_channels", "out_features", "embedding_dim", "num_features"):
-        value = getattr(layer, attribute, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def _warn_unpruned(model: Any, planned: dict[str, tuple[float, int | None]], round_to: int | None) -> None:
     """Warn, naming them, about layers the plan prunes that torch-pruning left whole: a custom layer
     coupled to them that it cannot prune (see ``unwrapped_parameters`` and ``custom_layers``)."""
@@ -252,7 +244,7 @@ def _warn_unpruned(model: Any, planned: dict[str, tuple[float, int | None]], rou
 
     layers = compressible_layers(model)
     for name, (ratio, before) in planned.items():
-        after = _out_channels(layers[name]) if name in layers else None
+        after = output_channels(layers[name]) if name in layers else None
         if before is None or after != before:
             continue
         kept = int(before * (1 - ratio))  # as torch-pruning counts them

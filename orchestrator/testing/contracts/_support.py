@@ -114,19 +114,6 @@ def metric_of(task: Task[Any], model: nn.Module) -> float:
     return float(task.evaluate(model)[task.metric])
 
 
-def output_channels(layer: nn.Module) -> int | None:
-    """Output channels of a convolution, linear layer or embedding (None for anything else)."""
-    from torch import nn
-
-    if isinstance(layer, nn.modules.conv._ConvNd):
-        return int(layer.out_channels)
-    if isinstance(layer, nn.Linear):
-        return int(layer.out_features)
-    if isinstance(layer, nn.Embedding):
-        return int(layer.embedding_dim)
-    return None
-
-
 def weight_of(layer: nn.Module) -> torch.Tensor:
     """The weight tensor of ``layer``, detached."""
     weight = getattr(layer, "weight", None)

@@ -10,6 +10,7 @@ from orchestrator.components import (
     Scorer,
     Scores,
 )
+from orchestrator.layers import output_channels
 from orchestrator.pipeline import targets_of
 from orchestrator.task import Task
 from orchestrator.testing.contracts._base import OnTaskContract
@@ -18,7 +19,6 @@ from orchestrator.testing.contracts._support import (
     assert_unchanged,
     create,
     is_number,
-    output_channels,
     snapshot,
 )
 from orchestrator.testing.tasks import TinyDigits, TinyDigitsOptions
