@@ -59,6 +59,11 @@ measure:
   rounds: 3
 """
 
+#: trials of about two seconds for the tests that signal a worker mid-trial: with ``POLICY``'s trials of a
+#: few tenths of a second, a worker spends too little of its time inside one for the test to catch it there
+SLOW_POLICY = POLICY.replace("{epochs: 1, max_steps: 4}", "{epochs: 100, max_seconds: 1.5}")
+assert SLOW_POLICY != POLICY
+
 HOST = socket.gethostname()
 TIMEOUT = 600  # seconds a group of workers may take on a busy 2-core machine before the test gives up
 
@@ -73,6 +78,13 @@ def mlflow_url(postgres: PostgresServer) -> str:
 def policy(tmp_path: Path) -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
+    return path
+
+
+@pytest.fixture
+def slow_policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(SLOW_POLICY)
     return path
 
 
@@ -235,13 +247,13 @@ def test_three_workers_share_one_study_one_budget_and_one_parent_run(
 
 
 def test_a_killed_worker_s_trial_fails_and_runs_again_within_the_budget(
-    postgres: PostgresServer, mlflow_url: str, policy: Path
+    postgres: PostgresServer, mlflow_url: str, slow_policy: Path
 ) -> None:
     storage = postgres.create_database("killed")
     args = ["--budget", "15", "--storage", storage, "--tracking-uri", mlflow_url, "--study", "killed"]
-    workers = [_worker(policy, *args, "--heartbeat", "1") for _ in range(3)]
+    workers = [_worker(slow_policy, *args, "--heartbeat", "1") for _ in range(3)]
     killed = _signal_mid_trial(workers[0], storage, "killed", after=3)
-    assert _finish(workers) == [-signal.SIGKILL, 0, 0], _logs(policy)
+    assert _finish(workers) == [-signal.SIGKILL, 0, 0], _logs(slow_policy)
 
     trials = _check_budget(_trials(storage, "killed"), 15)
     assert trials[killed].state == optuna.trial.TrialState.FAIL
@@ -255,18 +267,18 @@ def test_a_killed_worker_s_trial_fails_and_runs_again_within_the_budget(
     assert len({c["parent_run_id"] for c in children}) == 1
 
 
-def test_kill_and_rerun_resumes_without_losing_a_completed_trial(policy: Path) -> None:
+def test_kill_and_rerun_resumes_without_losing_a_completed_trial(slow_policy: Path) -> None:
     """On the default sqlite storage: the heartbeat works there too."""
-    runs = policy.parent / "runs"
+    runs = slow_policy.parent / "runs"
     args = ["--budget", "6", "--runs-dir", str(runs), "--heartbeat", "1"]
-    first = _worker(policy, *args)
+    first = _worker(slow_policy, *args)
     storage = f"sqlite:///{runs / 'optuna.db'}"
     killed = _signal_mid_trial(first, storage, "policy", after=2)
     assert _finish([first]) == [-signal.SIGKILL]
     before = {t.number: t.values for t in _trials(storage, "policy") if t.state.is_finished()}
     assert len(before) >= 2
 
-    assert _finish([_worker(policy, *args)]) == [0], _logs(policy)
+    assert _finish([_worker(slow_policy, *args)]) == [0], _logs(slow_policy)
     trials = _check_budget(_trials(storage, "policy"), 6)
     assert {n: trials[n].values for n in before} == before  # kept as they were
     assert is_lost(trials[killed])
@@ -292,14 +304,14 @@ def test_a_trial_left_running_by_a_worker_killed_as_it_started_it_is_not_left_be
     assert [t.number for t in trials.values() if t.system_attrs.get("failed_trial") == orphan.number]
 
 
-def test_ctrl_c_stops_with_a_summary_and_the_running_trial_not_counted(policy: Path) -> None:
-    runs = policy.parent / "runs"
-    worker = _worker(policy, "--budget", "20", "--runs-dir", str(runs), "--no-track")
+def test_ctrl_c_stops_with_a_summary_and_the_running_trial_not_counted(slow_policy: Path) -> None:
+    runs = slow_policy.parent / "runs"
+    worker = _worker(slow_policy, "--budget", "20", "--runs-dir", str(runs), "--no-track")
     storage = f"sqlite:///{runs / 'optuna.db'}"
     running = _signal_mid_trial(worker, storage, "policy", after=1, sig=signal.SIGINT)
-    assert _finish([worker]) == [130], _logs(policy)
+    assert _finish([worker]) == [130], _logs(slow_policy)
 
-    assert "interrupted: run the same command again to resume" in _logs(policy)
+    assert "interrupted: run the same command again to resume" in _logs(slow_policy)
     summary = json.loads((runs / "policy" / "summary.json").read_text())
     trials = {t.number: t for t in _trials(storage, "policy")}
     assert all(t.state.is_finished() for t in trials.values())  # told, not left running
