@@ -58,9 +58,7 @@ class PipelineSteps:
             "bits": "" if self.quantizers else "pipeline.quantizer",
         }[variable]
         if missing:
-            return f"sets {variable} but the policy has no {missing}" + (
-                "; add 'depth'" if variable == "drop" else ""
-            )
+            return f"sets {variable} but the policy has no {missing}"
         unsupported = sorted(set(bits) - self.bits - {FLOAT_BITS})
         if unsupported:
             return (

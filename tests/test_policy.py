@@ -117,10 +117,20 @@ def _steps_policy(pipeline: str, rest: str) -> str:
 @pytest.mark.parametrize(
     ("pipeline", "layer", "field", "says"),
     [
-        ("quantizer: torch-int8", "{prune_ratio: 0.25}", "prune_ratio", "no channel or weight pruner"),
+        (
+            "quantizer: torch-int8",
+            "{prune_ratio: 0.25}",
+            "prune_ratio",
+            "no channel or weight pruner (its pruners: none)",
+        ),
         ("pruner: depth", "{prune_ratio: 0.25}", "prune_ratio", "(its pruners: depth)"),
         ("pruner: torch-pruning", "{bits: 8}", "bits", "no pipeline.quantizer"),
-        ("pruner: torch-pruning", "{drop: true}", "drop", "no pruner that drops layers"),
+        (
+            "pruner: torch-pruning",
+            "{drop: true}",
+            "drop",
+            "no pruner that drops layers (its pruners: torch-pruning); add 'depth'",
+        ),
     ],
 )
 def test_a_plan_asking_for_a_step_the_pipeline_lacks_is_refused_before_any_work(
@@ -132,6 +142,7 @@ def test_a_plan_asking_for_a_step_the_pipeline_lacks_is_refused_before_any_work(
     output = " ".join(result.output.split())
     assert f"{path}:6: field 'plan.layers.features.conv1.{field}': the layer sets {field}" in output
     assert says in output
+    assert output.endswith(says)  # said once, nothing repeated after it
 
 
 @pytest.mark.parametrize(
