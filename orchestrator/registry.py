@@ -129,7 +129,7 @@ class ComponentRegistry:
         except ImportPathError as exc:
             raise UnknownComponentError("task", path, self._items["task"], reason=str(exc)) from None
         doc = (cls.__doc__ or "").strip().splitlines()
-        info = ComponentInfo(
+        return ComponentInfo(  # not registered: listings show what plugins registered
             kind="task",
             name=path,
             cls=cls,
@@ -138,8 +138,6 @@ class ComponentRegistry:
             version="",
             summary=cls.summary or (doc[0] if doc else ""),
         )
-        self._items["task"][path] = info
-        return info
 
     def get(self, kind: ComponentKind, name: str) -> type[Component[Any]]:
         """The class registered as ``name`` for ``kind``; lists the known names if there is none."""
