@@ -18,6 +18,7 @@ MNIST_QUICK: dict[str, Any] = {
     "epochs": 1,
     "widths": [8, 16, 32],
     "blocks": 2,
+    "stem_stride": 2,
     "batch_size": 64,
     "lr": 0.05,
 }

@@ -5,6 +5,7 @@ Importing this package loads no plugin and does not import torch; both happen wh
 
 from __future__ import annotations
 
+from orchestrator.batchnorm import recalibrate_batchnorm
 from orchestrator.components import (
     Component,
     ComponentOptions,
@@ -30,6 +31,7 @@ from orchestrator.errors import (
 from orchestrator.hookspecs import hookimpl, hookspec
 from orchestrator.plan import CompressionPlan, LayerDecision
 from orchestrator.policy import Policy, load_policy, parse_policy, policy_json_schema
+from orchestrator.recipe import Rebatched, TrainingRecipe
 from orchestrator.registry import ComponentRegistry, PluginRegistry, load_registry
 from orchestrator.task import (
     Batch,
@@ -64,6 +66,7 @@ __all__ = [
     "PolicyError",
     "Pruner",
     "Quantizer",
+    "Rebatched",
     "RecoveryMonitor",
     "RecoveryStopped",
     "SamplerFactory",
@@ -72,6 +75,7 @@ __all__ = [
     "ShuffledBatches",
     "Task",
     "TaskOptions",
+    "TrainingRecipe",
     "ClassificationTask",
     "classification_task",
     "UnknownComponentError",
@@ -84,5 +88,6 @@ __all__ = [
     "load_policy",
     "load_registry",
     "parse_policy",
+    "recalibrate_batchnorm",
     "policy_json_schema",
 ]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.artifact import load_artifact, save_artifact
+from orchestrator.batchnorm import recalibrate_batchnorm
 from orchestrator.environment import policy_environment
 from orchestrator.errors import PlanError
 from orchestrator.layers import compressible_layers, current_names, droppable_blocks
@@ -90,6 +91,8 @@ class Pipeline:
     scorer: Scorer[Any] | None = None
     measure: MeasureSpec = field(default_factory=MeasureSpec)
     seed: int = 0
+    #: training batches BatchNorm statistics are re-estimated on after a structural change (0: off)
+    bn_recalibration: int = 16
 
     @classmethod
     def from_policy(cls, policy: Policy, registry: PluginRegistry) -> Pipeline:
@@ -104,7 +107,13 @@ class Pipeline:
                 made[kind] = component
         task = comps.create("task", policy.task.name, policy.task.options)
         assert isinstance(task, Task)
-        return cls(task=task, measure=policy.measure, seed=policy.seed, **made)
+        return cls(
+            task=task,
+            measure=policy.measure,
+            seed=policy.seed,
+            bn_recalibration=policy.pipeline.bn_recalibration,
+            **made,
+        )
 
     # -- baseline -----------------------------------------------------------------------------------
     def baseline(self, workdir: Path) -> Baseline:
@@ -172,7 +181,8 @@ class Pipeline:
         routed_plans(self.quantizers, compressible, plan)
 
     def prune(self, plan: CompressionPlan, baseline: Baseline) -> nn.Module:
-        """A pruned copy of the baseline (a plain copy if the plan prunes nothing)."""
+        """A pruned copy of the baseline (a plain copy if the plan prunes nothing), its BatchNorm
+        statistics re-estimated when the plan changed its structure."""
         self.check_plan(plan, baseline.model)
         student = copy.deepcopy(baseline.model)
         if plan.prune_ratios() or plan.dropped():
@@ -181,6 +191,7 @@ class Pipeline:
                 student = pruner.prune(student, plan, self.task, scores=scores)
                 if pruner.handles_drop:  # what was inside a dropped block is gone, later layers moved up
                     plan = self.after_drops(plan, student)
+            recalibrate_batchnorm(student, self.task, self.bn_recalibration)
         return student.eval()
 
     @staticmethod
@@ -214,7 +225,12 @@ class Pipeline:
 
         student = pruned if pruned is not None else self.prune(plan, baseline)
         macs, params = count_macs_params(student, self.task.example_inputs())
-        if self.distiller is not None and (plan.prune_ratios() or plan.dropped()):
+        metric = self.task.metric
+        before = baseline.metrics[metric]
+        changed = bool(plan.prune_ratios() or plan.dropped())
+        if changed:  # the pruned model as it is (statistics recalibrated), before any recovery
+            before = float(self.task.evaluate(student.eval())[metric])
+        if self.distiller is not None and changed:
             torch.manual_seed(self.seed)
             student = self.distiller.distill(student, baseline.model, self.task, monitor=monitor)
         student.eval()
@@ -230,6 +246,7 @@ class Pipeline:
             if not math.isfinite(value):
                 raise FloatingPointError(f"metric '{key}' is {value}")
         metrics.update(
+            {f"{metric}_pruned": before},
             macs=macs,
             params=params,
             theoretical_bytes=theoretical,

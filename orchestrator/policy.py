@@ -88,6 +88,12 @@ class PipelineSpec(StrictModel):
         description="One quantizer, or several: each quantized layer goes to the first that takes its "
         "type and bits (e.g. torch-int8 for 8 bits, then inc for 2-4 bits).",
     )
+    bn_recalibration: int = Field(
+        default=16,
+        ge=0,
+        description="Training batches on which BatchNorm statistics are re-estimated after a plan prunes "
+        "or drops, before recovery and measurement (0: keep the baseline's statistics).",
+    )
 
     def steps(self) -> list[tuple[ComponentKind, ComponentSpec, tuple[str | int, ...]]]:
         """(kind, spec, location in the policy) of every component, pruners in order."""

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from orchestrator.recipe import TrainingRecipe
+
 __all__ = [
     "Batch",
     "ClassificationTask",
@@ -92,6 +94,13 @@ class Task(Component[OptionsT]):
     def inputs(self, batch: Batch) -> tuple[Any, ...]:
         """The model inputs of a batch (by default its first element)."""
         return (batch[0],)
+
+    def training_recipe(self) -> TrainingRecipe:
+        """The optimizer, learning rate, momentum, weight decay (and batch size) the baseline was trained
+        with; recovery trains with it unless the policy says otherwise. By default Adam, lr 1e-3."""
+        from orchestrator.recipe import TrainingRecipe
+
+        return TrainingRecipe()
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Task loss of ``outputs`` on ``batch`` (by default cross-entropy against ``batch[1]``)."""

@@ -23,7 +23,7 @@ from .conftest import POLICIES
 pytest.importorskip("neural_compressor")
 
 #: the default mnist-resnet architecture, trained on fewer images for one epoch to keep the test short
-MNIST_TEST = {"train_size": 6000, "eval_size": 2000, "epochs": 1}
+MNIST_TEST = {"train_size": 6000, "eval_size": 2000, "epochs": 1, "stem_stride": 2}
 
 
 def _plan(bits: dict[str, int]) -> CompressionPlan:

@@ -15,6 +15,7 @@ from orchestrator import (
     ShuffledBatches,
     Task,
     TaskOptions,
+    TrainingRecipe,
     classification_accuracy,
     fixed_batches,
     hookimpl,
@@ -34,7 +35,7 @@ class DigitsOptions(TaskOptions):
     epochs: int = Field(default=30, ge=1)
     #: batch size of training and recovery
     batch_size: int = Field(default=64, ge=1)
-    #: learning rate of the baseline's training
+    #: peak learning rate of the baseline's training (one-cycle) and of recovery (the task's recipe: Adam)
     lr: float = Field(default=2e-3, gt=0)
     #: seed of the data split, data order and the baseline's training
     seed: int = 0
@@ -126,11 +127,15 @@ class DigitsCNN(Task[DigitsOptions]):
             model = build_cnn(self.options.widths)
         return self.cached_baseline(model, self._train)
 
+    def training_recipe(self) -> TrainingRecipe:
+        """Adam at the ``lr`` option (2e-3)."""
+        return TrainingRecipe(optimizer="adam", lr=self.options.lr)
+
     def _train(self, model: nn.Module) -> None:
         import torch
 
         torch.manual_seed(self.options.seed)
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.options.lr)
+        optimizer = self.training_recipe().make_optimizer(model.parameters())
         data = self.train_data()
         steps = self.options.epochs * len(data)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.options.lr, total_steps=steps)

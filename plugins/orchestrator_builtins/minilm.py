@@ -34,7 +34,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from orchestrator import Batch, MissingExtraError, OrchestratorError, Task, TaskOptions, hookimpl
+from orchestrator import (
+    Batch,
+    MissingExtraError,
+    OrchestratorError,
+    Task,
+    TaskOptions,
+    TrainingRecipe,
+    hookimpl,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -210,6 +218,10 @@ class MiniLM(Task[MiniLMOptions]):
 
     def build_model(self) -> nn.Module:
         return copy.deepcopy(self._baseline).eval()
+
+    def training_recipe(self) -> TrainingRecipe:
+        """AdamW, lr 1e-4, weight decay 0.01: how BERT encoders are fine-tuned."""
+        return TrainingRecipe(optimizer="adamw", lr=1e-4, weight_decay=0.01)
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         ids, mask = self._tokens[0], self._tokens[1]

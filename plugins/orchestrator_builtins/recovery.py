@@ -5,6 +5,11 @@ A distiller gives a per-batch loss; :func:`train` runs it within the first budge
 search's monitor at ``checkpoints`` whether to go on, and with ``validation_fraction > 0`` holds out the
 last batches of one epoch of training data, measures the same loss on them every ``eval_every`` steps,
 stops after ``patience`` evaluations without improvement and restores the best weights.
+
+It trains with the task's own recipe (:meth:`orchestrator.Task.training_recipe`: optimizer, learning rate,
+momentum, weight decay, batch size); ``optimizer``, ``lr``, ``momentum``, ``nesterov``, ``weight_decay``
+and ``batch_size`` change a part of it. Naming another optimizer than the task's starts from that
+optimizer's defaults.
 """
 
 from __future__ import annotations
@@ -15,15 +20,16 @@ import time
 from collections.abc import Callable, Iterable, Sized
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from orchestrator import Batch, ComponentOptions, RecoveryMonitor, Task
+from orchestrator import Batch, ComponentOptions, Rebatched, RecoveryMonitor, Task, TrainingRecipe
+from orchestrator.recipe import OptimizerName
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["RecoveryOptions", "train"]
+__all__ = ["RecoveryOptions", "recipe_of", "train"]
 
 
 class RecoveryOptions(ComponentOptions):
@@ -33,10 +39,18 @@ class RecoveryOptions(ComponentOptions):
     max_steps: int | None = Field(default=None, ge=1)
     #: stop after this many seconds of training, whatever ``epochs`` says
     max_seconds: float | None = Field(default=None, gt=0)
-    #: peak learning rate (Adam)
-    lr: float = Field(default=1e-3, gt=0)
-    #: Adam weight decay
-    weight_decay: float = Field(default=0.0, ge=0)
+    #: optimizer (default: the task's recipe, see ``orchestrate plugins`` / the task's docs)
+    optimizer: OptimizerName | None = None
+    #: peak learning rate (default: the task's recipe)
+    lr: float | None = Field(default=None, gt=0)
+    #: SGD momentum (default: the task's recipe)
+    momentum: float | None = Field(default=None, ge=0, lt=1)
+    #: SGD Nesterov momentum (default: the task's recipe)
+    nesterov: bool | None = None
+    #: weight decay, decoupled for adamw (default: the task's recipe)
+    weight_decay: float | None = Field(default=None, ge=0)
+    #: examples per optimizer step; the task's batches are joined or cut (default: the task's recipe)
+    batch_size: int | None = Field(default=None, ge=1)
     #: learning-rate schedule over the step budget
     schedule: Literal["constant", "cosine", "linear"] = "cosine"
     #: how many times per run the search's monitor is asked whether to go on (for early gating)
@@ -50,6 +64,12 @@ class RecoveryOptions(ComponentOptions):
     #: seed of data order and of the validation split
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _momentum_for_sgd(self) -> RecoveryOptions:
+        if self.optimizer in ("adam", "adamw") and (self.momentum or self.nesterov):
+            raise ValueError(f"momentum and nesterov are options of sgd, not of {self.optimizer}")
+        return self
+
 
 def train(
     student: nn.Module,
@@ -61,15 +81,13 @@ def train(
     monitor: RecoveryMonitor | None = None,
 ) -> dict[str, float]:
     """Train ``student`` (and ``extra_parameters``, e.g. adapters) on ``loss_of``; return what happened."""
-    import torch
-
-    batches, validation = _split(task, options)
+    recipe = recipe_of(options, task)
+    batches, validation = _split(task, options, recipe.batch_size)
     steps_per_epoch = len(batches) if isinstance(batches, Sized) else sum(1 for _ in batches)
     total = max(1, math.ceil(options.epochs * steps_per_epoch))
     if options.max_steps is not None:
         total = min(total, options.max_steps)
-    params = [*student.parameters(), *extra_parameters]
-    optimizer = torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay)
+    optimizer = recipe.make_optimizer([*student.parameters(), *extra_parameters])
     scheduler = _scheduler(optimizer, options.schedule, total)
     checks = {math.ceil(total * (i + 1) / options.checkpoints) for i in range(options.checkpoints)}
     eval_every = options.eval_every or max(1, steps_per_epoch // 2)
@@ -110,11 +128,28 @@ def train(
     return report
 
 
-def _split(task: Task[Any], options: RecoveryOptions) -> tuple[Iterable[Batch], list[Batch]]:
+def recipe_of(options: RecoveryOptions, task: Task[Any]) -> TrainingRecipe:
+    """The task's training recipe with the parts ``options`` give changed."""
+    return task.training_recipe().with_changes(
+        optimizer=options.optimizer,
+        lr=options.lr,
+        momentum=options.momentum,
+        nesterov=options.nesterov,
+        weight_decay=options.weight_decay,
+        batch_size=options.batch_size,
+    )
+
+
+def _split(
+    task: Task[Any], options: RecoveryOptions, batch_size: int | None
+) -> tuple[Iterable[Batch], list[Batch]]:
     """Training batches and held-out validation batches (none unless ``validation_fraction``)."""
+    data: Iterable[Batch] = task.train_data()
+    if batch_size is not None:
+        data = Rebatched(data, batch_size)
     if options.validation_fraction <= 0:
-        return task.train_data(), []
-    epoch = list(task.train_data())
+        return data, []
+    epoch = list(data)
     held = max(1, round(len(epoch) * options.validation_fraction))
     if held >= len(epoch):
         raise ValueError(f"validation_fraction {options.validation_fraction} leaves no training batch")

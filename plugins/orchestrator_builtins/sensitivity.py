@@ -2,9 +2,11 @@
 
 For each layer and each of ``levels``, a copy of the model has that fraction of the layer's output channels
 removed with torch-pruning (L2 weight magnitude picks the channels; coupled layers such as its BatchNorm,
-the next layer's inputs and residual partners follow), and is evaluated as is, without retraining: the raw
-sensitivity. Separately, a copy with only that layer's weights passed through simulated int8 (symmetric,
-per output channel, quantize-dequantize; activations stay float) is evaluated.
+the next layer's inputs and residual partners follow), its BatchNorm statistics re-estimated on
+``bn_recalibration`` training batches (as the pipeline does after pruning), and is evaluated without
+retraining: the sensitivity of the layer as the search will see it. Separately, a copy with only that
+layer's weights passed through simulated int8 (symmetric, per output channel, quantize-dequantize;
+activations stay float) is evaluated.
 
 A drop is ``baseline - metric`` for a metric where higher is better (``metric - baseline`` otherwise), in the
 metric's units; it may be negative when the change happens to help.
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator
 
 from orchestrator import ComponentOptions, Scorer, Scores, Task, hookimpl
+from orchestrator.batchnorm import recalibrate_batchnorm
 from orchestrator.layers import output_layers
 
 if TYPE_CHECKING:
@@ -40,6 +43,8 @@ class SensitivityOptions(ComponentOptions):
     #: evaluate on the first N batches of ``task.eval_data()`` only (None: all); the task's ``evaluate``
     #: must read its data through ``eval_data()``, as the builtin tasks do
     eval_batches: int | None = Field(default=None, ge=1)
+    #: training batches BatchNorm statistics are re-estimated on after each pruning (0: keep the baseline's)
+    bn_recalibration: int = Field(default=16, ge=0)
 
     @field_validator("levels")
     @classmethod
@@ -68,6 +73,7 @@ class SensitivityScorer(Scorer[SensitivityOptions]):
                 for level in self.options.levels:
                     pruned = _pruned_copy(base, name, level, task, outputs)
                     if pruned is not None:
+                        recalibrate_batchnorm(pruned, task, self.options.bn_recalibration)
                         curves[name][level] = _drop(judge, baseline, _metric(judge, pruned))
             quant[name] = _drop(judge, baseline, _metric(judge, _fake_int8_copy(base, name)))
         middle = self.options.levels[len(self.options.levels) // 2]
